@@ -1,0 +1,1 @@
+"""The ``proseg-pyro`` command line (installed as ``proseg_pyro.cli``)."""

@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="proseg-pyro",
+    version="0.1.0",
+    description="Probabilistic multi-rater medical image segmentation (ProSeg) in Pyro",
+    python_requires=">=3.10",
+    packages=["proseg_pyro", "proseg_pyro.data", "proseg_pyro.baselines", "proseg_pyro.cli"],
+    package_dir={"proseg_pyro.cli": "cli"},
+    install_requires=[
+        "torch>=2.1",
+        "pyro-ppl>=1.9",
+        "numpy",
+        "scipy",
+        "SimpleITK>=2.2",
+        "click>=8.0",
+        "tqdm",
+        "matplotlib",
+        "h5py",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["proseg-pyro=proseg_pyro.cli.main:main"]},
+)
