@@ -1,0 +1,281 @@
+"""JSON manifests (DESIGN section 6), the cache of preprocessed slices, and ``load_dataset``.
+
+A manifest lies beside its files (paths relative to it)::
+
+    {"name": "npc", "raters": ["A1", "A2"], "classes": ["background", "tumour"],
+     "rgb": "channels",                       # optional: "channels" (default) or "grey"
+     "cases": [{"id": "P001", "subject": "P001", "split": "train",
+                "image": ["P001_t1.nii.gz", "P001_t2.nii.gz"], "annotations": {"A1": "P001_A1.nii.gz"}}]}
+
+``subject`` defaults to ``id``, ``split`` (train/val/test) is assigned by subject when absent,
+``image`` is one path or a list of channel paths, ``annotations`` may omit raters (mask False).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..config import ProSegConfig
+from ..errors import ConfigError, DataError
+from ..io_utils import atomic_path
+from .readers import (SPLITS, Case, cases_to_slices, check_finite, check_labels, normalise_slices,
+                      read_image, read_lidc_pickle, read_npc_folder, subject_splits)
+from .slices import SliceSet
+from .synthetic import make_synthetic
+
+RGB_MODES = ("channels", "grey")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
+CACHE_VERSION = 1
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
+
+
+@dataclass
+class Manifest:
+    """A validated manifest; ``cases`` entries hold ``id``, ``subject``, ``split`` ("" if none),
+    ``image`` (list of channel paths) and ``annotations`` ({rater: path}), paths resolved."""
+
+    path: Path
+    name: str
+    raters: list[str]
+    classes: list[str]
+    rgb: str
+    cases: list[dict[str, Any]]
+
+    def files(self) -> list[Path]:
+        """Every image and annotation path the manifest names."""
+        return [file for case in self.cases for file in (*case["image"], *case["annotations"].values())]
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse and validate a manifest's structure (files are checked when read)."""
+    path = Path(path)
+
+    def require(condition: bool, problem: str) -> None:
+        if not condition:
+            raise DataError(path, problem)
+
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"cannot read it ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg}, line {err.lineno})") from None
+    require(isinstance(values, dict), "a manifest must be a JSON object")
+    missing = [key for key in ("raters", "classes", "cases") if key not in values]
+    require(not missing, f"missing required keys {missing}")
+    raters, classes, entries = values["raters"], values["classes"], values["cases"]
+    for key, items, least in (("raters", raters, 1), ("classes", classes, 2)):
+        require(_is_names(items) and len(items) >= least and len(set(items)) == len(items),
+                f"'{key}' must be a list of at least {least} distinct strings")
+    rgb = values.get("rgb", "channels")
+    require(rgb in RGB_MODES, f"'rgb' must be one of {RGB_MODES}, got {rgb!r}")
+    require(isinstance(entries, list), "'cases' must be a list")
+    require(bool(entries), "the dataset holds no cases")
+    cases, seen = [], set()
+    for number, entry in enumerate(entries):
+        require(isinstance(entry, dict) and isinstance(entry.get("id"), str) and "image" in entry,
+                f"case #{number} must be an object with a string 'id' and an 'image'")
+        case_id = entry["id"]
+        where = f"case {case_id!r}"
+        require(case_id not in seen, f"{where}: duplicate id")
+        seen.add(case_id)
+        image = [entry["image"]] if isinstance(entry["image"], str) else entry["image"]
+        require(_is_names(image) and bool(image), f"{where}: 'image' must be a path or a list of paths")
+        annotations = entry.get("annotations", {})
+        require(isinstance(annotations, dict) and _is_names(list(annotations.values())),
+                f"{where}: 'annotations' must map rater names to paths")
+        unknown = [rater for rater in annotations if rater not in raters]
+        require(not unknown, f"{where}: unknown rater(s) {unknown} (raters: {', '.join(raters)})")
+        subject, split = entry.get("subject", case_id), entry.get("split", "")
+        require(isinstance(subject, str), f"{where}: 'subject' must be a string")
+        require(split in ("", *SPLITS), f"{where}: 'split' must be one of {SPLITS}, got {split!r}")
+        cases.append({"id": case_id, "subject": subject, "split": split,
+                      "image": [path.parent / file for file in image],
+                      "annotations": {rater: path.parent / file for rater, file in annotations.items()}})
+    name = values.get("name", path.stem)
+    require(isinstance(name, str), "'name' must be a string")
+    return Manifest(path, name, raters, classes, rgb, cases)
+
+
+def _is_names(items: Any) -> bool:
+    return isinstance(items, list) and all(isinstance(item, str) for item in items)
+
+
+def _case_splits(manifest: Manifest) -> list[str]:
+    """One split per case: its own, else its subject's explicit one, else assigned by subject."""
+    explicit: dict[str, str] = {}
+    for case in manifest.cases:
+        if case["split"] and explicit.setdefault(case["subject"], case["split"]) != case["split"]:
+            raise DataError(manifest.path, f"subject {case['subject']!r} is in both "
+                                           f"{explicit[case['subject']]!r} and {case['split']!r}; "
+                                           "splits are by subject")
+    assigned = subject_splits(case["subject"] for case in manifest.cases if case["subject"] not in explicit)
+    return [explicit.get(case["subject"]) or assigned[case["subject"]] for case in manifest.cases]
+
+
+def _read_case(manifest: Manifest, entry: dict[str, Any], split: str) -> Case:
+    """Read one case's channels and annotations, checking grids, values and rater slots."""
+    channels, reference = [], None
+    for file in entry["image"]:
+        array, geometry = read_image(file)
+        check_finite(array, file)
+        if reference is None:
+            reference = (file, geometry)
+        elif problem := reference[1].mismatch(geometry):
+            raise DataError(file, f"channel grid does not match {reference[0].name}: {problem}")
+        if manifest.rgb == "grey" and array.shape[1] in (3, 4):
+            array = np.tensordot(array[:, :3].astype(np.float32), LUMA, axes=([1], [0]))[:, None]
+        channels.append(array.astype(np.float32))
+    images = np.concatenate(channels, axis=1)
+    labels = np.zeros((images.shape[0], len(manifest.raters), *images.shape[-2:]), dtype=np.int16)
+    mask = np.zeros(len(manifest.raters), dtype=bool)
+    for rater, file in entry["annotations"].items():
+        array, geometry = read_image(file)
+        if problem := reference[1].mismatch(geometry):
+            raise DataError(file, f"annotation grid does not match the image {reference[0].name}: {problem}")
+        if array.shape[1] != 1:
+            raise DataError(file, f"annotation has {array.shape[1]} components; expected a scalar label image")
+        slot = manifest.raters.index(rater)
+        labels[:, slot] = check_labels(array[:, 0], manifest.classes, file)
+        mask[slot] = True
+    return Case(entry["id"], entry["subject"], split, images, labels, mask)
+
+
+def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
+    """Read every case of a manifest into preprocessed slices (3D volumes sliced along axis 0)."""
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    splits = _case_splits(manifest)
+    cases = (_read_case(manifest, entry, split) for entry, split in zip(manifest.cases, splits))
+    return cases_to_slices(cases, manifest.raters, manifest.classes, manifest.name, config, manifest.path)
+
+
+# --- cache ---------------------------------------------------------------------------------------
+def _user_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proseg_pyro"
+
+
+def _fingerprint(files: Iterable[Path]) -> list[list[Any]]:
+    """(path, mtime_ns, size) of every file; folders (DICOM series) expand to their files."""
+    rows = []
+    for file in files:
+        for item in sorted(p for p in file.rglob("*") if p.is_file()) if file.is_dir() else [file]:
+            stat = item.stat() if item.exists() else None
+            rows.append([str(item.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None])
+    return rows
+
+
+def _cached(source: Path, files: list[Path], options: dict[str, Any], config: ProSegConfig,
+            build: Callable[[], SliceSet]) -> SliceSet:
+    """``build()``, or its result saved by an earlier call with the same inputs.
+
+    The key hashes the source's content (manifests), every file's path, mtime and size, the reader
+    options and the preprocessing config. The cache is an .npz in ``.cache/`` beside the source
+    (inside it for folders), else in ``$XDG_CACHE_HOME/proseg_pyro``; older entries of the same
+    source are removed when a new one is written.
+    """
+    key_parts = {"version": CACHE_VERSION, "options": options, "files": _fingerprint(files),
+                 "config": [config.image_size, config.resize, config.intensity],
+                 "content": hashlib.sha256(source.read_bytes()).hexdigest() if source.suffix == ".json" else ""}
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
+    prefix = f"{source.name}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
+    folders = [(source if source.is_dir() else source.parent) / ".cache", _user_cache_dir()]
+    for folder in folders:
+        slices = _read_cache(folder / f"{prefix}-{key[:24]}.npz")
+        if slices is not None:
+            return slices
+    slices = build()
+    for folder in folders:
+        try:
+            _write_cache(folder / f"{prefix}-{key[:24]}.npz", slices)
+        except OSError:
+            continue
+        for stale in folder.glob(f"{prefix}-*.npz"):
+            if stale.name != f"{prefix}-{key[:24]}.npz":
+                stale.unlink(missing_ok=True)
+        break
+    else:
+        warnings.warn(f"could not write a cache for {source} in {folders[0]} or {folders[1]}")
+    return slices
+
+
+def _read_cache(file: Path) -> SliceSet | None:
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return SliceSet(images=data["images"], annotations=data["annotations"].astype(np.int64),
+                            mask=data["mask"], raters=data["raters"].tolist(), classes=data["classes"].tolist(),
+                            subjects=data["subjects"].tolist(), case_ids=data["case_ids"].tolist(),
+                            splits=data["splits"].tolist(), name=str(data["name"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # unreadable or from another version: rebuild
+
+
+def _write_cache(file: Path, slices: SliceSet) -> None:
+    small = np.uint8 if len(slices.classes) <= 256 else np.int16
+    with atomic_path(file) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=slices.images, annotations=slices.annotations.astype(small), mask=slices.mask,
+                 raters=np.array(slices.raters), classes=np.array(slices.classes),
+                 subjects=np.array(slices.subjects), case_ids=np.array(slices.case_ids),
+                 splits=np.array(slices.splits), name=np.array(slices.name))
+
+
+# --- entry point ---------------------------------------------------------------------------------
+def load_dataset(source: str | os.PathLike, split: str | None = None, config: ProSegConfig | None = None, *,
+                 rank_raters: str = "area", fold: int = 0, num_images: int = 240, seed: int = 0,
+                 cache: bool = True) -> SliceSet:
+    """Load a dataset as preprocessed 2D slices (all splits, or only ``split``).
+
+    ``source``: a manifest (``.json``), a LIDC-style pickle (``.pkl``, ``.pickle`` or a ``.zip``
+    holding one; ``rank_raters`` "area" | "keep" and ``fold`` 0..3 apply), an NPC folder of
+    ``.h5`` files, or ``"synthetic"`` (:func:`make_synthetic` with ``num_images`` images from ``seed``,
+    renormalised per slice like the other sources). ``config`` gives
+    ``image_size``, ``resize`` and ``intensity`` (default :class:`ProSegConfig`). File sources are
+    cached (``cache=False`` rebuilds without reading or writing the cache).
+
+    Returns a :class:`SliceSet`: images (S, C, H, W) float32, annotations (S, R, H, W) int64,
+    mask (S, R) bool. Bad input raises :class:`DataError` naming the file.
+    """
+    config = config or ProSegConfig()
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS} or None, got {split!r}")
+    if isinstance(source, str) and source == "synthetic":
+        slices = make_synthetic(num_images, config.image_size, seed)[0]
+        slices = replace(slices, images=normalise_slices(slices.images, config.intensity))
+    else:
+        path = Path(source)
+        files, options, build = _plan(path, config, rank_raters, fold)
+        slices = _cached(path, files, options, config, build) if cache else build()
+    return slices if split is None else slices.split(split)
+
+
+def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int
+          ) -> tuple[list[Path], dict[str, Any], Callable[[], SliceSet]]:
+    """The files a source depends on, its reader options, and how to read it."""
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        files = sorted(path.rglob("*.h5"))
+        if not files:
+            raise DataError(path, "folder holds no .h5 files (expected an NPC folder)")
+        return files, {"reader": "npc"}, lambda: read_npc_folder(path, config)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        manifest = read_manifest(path)
+        return [path, *manifest.files()], {"reader": "manifest"}, lambda: load_manifest(manifest, config)
+    if suffix in PICKLE_SUFFIXES:
+        return ([path], {"reader": "lidc", "rank_raters": rank_raters, "fold": fold},
+                lambda: read_lidc_pickle(path, rank_raters, fold, config))
+    raise DataError(path, "unknown data source: expected a manifest (.json), a LIDC pickle "
+                          f"({', '.join(PICKLE_SUFFIXES)}), a folder of NPC .h5 files or 'synthetic'")

@@ -1,0 +1,368 @@
+"""Low-level readers: SimpleITK images and DICOM series, LIDC-style pickles, NPC-style h5 folders.
+
+Every reader checks what it reads and raises :class:`~proseg_pyro.errors.DataError` naming the
+file. The dataset readers turn raw cases (:class:`Case`) into a preprocessed :class:`SliceSet`
+with :func:`cases_to_slices`, the one place where preprocessing happens.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+import h5py
+import numpy as np
+import SimpleITK as sitk
+
+from ..config import ProSegConfig
+from ..errors import ConfigError, DataError
+from .slices import SliceSet
+from .transforms import fit_to_size, normalise_intensity
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+# --- SimpleITK images ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """Physical grid of an image in SimpleITK order (x, y[, z]).
+
+    ``size`` voxels per axis, ``spacing`` and ``origin`` in mm, ``direction`` the row-major
+    flattened direction-cosine matrix.
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    def mismatch(self, other: "Geometry", rtol: float = 1e-4, atol: float = 1e-3) -> str | None:
+        """How ``other`` differs from this grid (one phrase), or None if they match within tolerance."""
+        if other.size != self.size:
+            return f"size {other.size} != {self.size}"
+        for name in ("spacing", "origin", "direction"):
+            theirs, ours = getattr(other, name), getattr(self, name)
+            if not np.allclose(theirs, ours, rtol=rtol, atol=atol):
+                return f"{name} {_rounded(theirs)} != {_rounded(ours)}"
+        return None
+
+
+def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(float(value), 4) for value in values)
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read an image file SimpleITK understands (NIfTI, MHA, NRRD, PNG, TIFF, DICOM) or a folder
+    holding one DICOM series.
+
+    Returns ``array`` (Z, K, Y, X) in the file's voxel order (no reorientation or resampling:
+    slice ``z`` is SimpleITK's z index, numpy axis 0; Z = 1 for 2D images) with K pixel
+    components (1 for scalar images, 3 for RGB), and the image's :class:`Geometry`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise DataError(path, f"SimpleITK cannot read it ({lines[-1] if lines else 'unknown error'})") from None
+    if image.GetDimension() not in (2, 3):
+        raise DataError(path, f"{image.GetDimension()}D images are not supported (2D or 3D only)")
+    array = sitk.GetArrayFromImage(image)  # (Z,) Y, X (, K)
+    if image.GetNumberOfComponentsPerPixel() == 1:
+        array = array[..., None]
+    if image.GetDimension() == 2:
+        array = array[None]
+    return np.moveaxis(array, -1, 1), Geometry.of(image)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if len(series) != 1:
+        found = "no DICOM series" if not series else f"{len(series)} DICOM series"
+        raise DataError(folder, f"folder holds {found}; expected exactly one")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    return reader.Execute()
+
+
+# --- shared checks and assembly -------------------------------------------------------------------
+def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Raise a DataError naming ``path`` if ``array`` holds NaN or Inf."""
+    if not np.isfinite(array).all():
+        raise DataError(path, "image contains NaN or Inf values")
+
+
+def check_labels(array: np.ndarray, classes: list[str], path: str | os.PathLike) -> np.ndarray:
+    """Labels as int16 after checking they are integers in ``0 .. len(classes) - 1``."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer) and (
+            not np.isfinite(array).all() or (array != np.round(array)).any()):
+        raise DataError(path, "label values must be integers")
+    if array.size and (array.min() < 0 or array.max() >= len(classes)):
+        outside = [v for v in np.unique(array).tolist() if not 0 <= v < len(classes)]
+        raise DataError(path, f"label values {outside[:5]} outside the classes 0..{len(classes) - 1} "
+                              f"({', '.join(classes)})")
+    return array.astype(np.int16)
+
+
+def subject_splits(subjects: Iterable[str], fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+                   ) -> dict[str, str]:
+    """Assign each subject to train/val/test by ``fractions``, deterministically: subjects are
+    ordered by a hash of their name, so the result does not depend on file or manifest order."""
+    ordered = sorted(set(subjects), key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    n_train = int(round(fractions[0] * len(ordered)))
+    n_val = int(round(fractions[1] * len(ordered)))
+    return {name: "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            for i, name in enumerate(ordered)}
+
+
+def normalise_slices(images: np.ndarray, mode: str) -> np.ndarray:
+    """``images`` (S, C, H, W) with each slice's channels normalised separately by ``mode``."""
+    return normalise_intensity(images.reshape(-1, 1, *images.shape[-2:]), mode).reshape(images.shape)
+
+
+@dataclass
+class Case:
+    """One case before preprocessing: ``images`` (Z, C, H, W) float32, ``labels`` (Z, R, H, W)
+    int16 (zeros where unannotated), ``mask`` (R,) bool (which raters annotated the case)."""
+
+    case_id: str
+    subject: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+
+def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str], name: str,
+                    config: ProSegConfig | None, source: str | os.PathLike) -> SliceSet:
+    """Preprocess ``cases`` one at a time and stack their slices (errors name ``source``).
+
+    Each case is cropped/padded or resized to ``config.image_size`` (``config.resize``), then each
+    slice's channels are normalised by ``config.intensity``.
+    """
+    config = config or ProSegConfig()
+    images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
+    for case in cases:
+        image, label = fit_to_size(case.images, case.labels, config.image_size, config.resize)
+        if images and image.shape[1] != images[0].shape[1]:
+            raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
+                                    f"earlier cases {images[0].shape[1]}")
+        images.append(normalise_slices(image, config.intensity))
+        labels.append(label)
+        count = len(image)
+        mask.append(np.broadcast_to(case.mask, (count, len(raters))))
+        subjects += [case.subject] * count
+        case_ids += [case.case_id] * count
+        splits += [case.split] * count
+    if not images:
+        raise DataError(source, "the dataset holds no cases")
+    return SliceSet(images=np.concatenate(images), annotations=np.concatenate(labels).astype(np.int64),
+                    mask=np.concatenate(mask).astype(bool), raters=list(raters), classes=list(classes),
+                    subjects=subjects, case_ids=case_ids, splits=splits, name=name)
+
+
+# --- LIDC-IDRI style pickles ----------------------------------------------------------------------
+RANK_MODES = ("area", "keep")
+NUM_FOLDS = 4
+LIDC_CLASSES = ["background", "foreground"]
+
+
+def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
+    """The globals a pickle of numpy arrays needs (numpy 1.x and 2.x module names), nothing else."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # pickle protocol 5
+    return allowed
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, strings, numbers and numpy arrays; refuses every other global."""
+
+    allowed = _numpy_reconstructors()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def read_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle a ``.pkl``/``.pickle`` file, or the one pickle inside a ``.zip``, with the restricted
+    unpickler (a pickle that needs any other global raises DataError before running any code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        if path.suffix.lower() != ".zip":
+            with open(path, "rb") as handle:
+                return _unpickle(handle, path)
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.namelist()
+                       if m.lower().endswith((".pkl", ".pickle")) and not m.startswith("__MACOSX")]
+            if len(members) != 1:
+                raise DataError(path, f"zip holds {len(members)} pickles (.pkl/.pickle); expected one")
+            with archive.open(members[0]) as handle:
+                return _unpickle(handle, path)
+    except zipfile.BadZipFile:
+        raise DataError(path, "not a valid zip file") from None
+
+
+def _unpickle(handle: IO[bytes], path: Path) -> Any:
+    try:
+        return _ArrayUnpickler(handle).load()
+    except pickle.UnpicklingError as err:
+        raise DataError(path, f"unsafe or corrupt pickle ({err})") from None
+    except Exception as err:  # untrusted bytes: any failure of the unpickler is bad input
+        raise DataError(path, f"not a readable pickle ({type(err).__name__}: {err})") from None
+
+
+def lidc_splits(subjects: Iterable[str], fold: int) -> dict[str, str]:
+    """4 folds by subject: sorted subjects dealt round robin to folds 0..3; fold ``fold`` is test,
+    fold ``fold + 1`` (mod 4) val, the rest train."""
+    names = {0: "test", 1: "val"}
+    return {subject: names.get((i - fold) % NUM_FOLDS, "train") for i, subject in enumerate(sorted(set(subjects)))}
+
+
+def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: int = 0,
+                     config: ProSegConfig | None = None) -> SliceSet:
+    """Read a LIDC-IDRI style pickle (Prob. U-Net / Medical Matting layout), or a zip holding one.
+
+    Layout: ``{key: {"image": (H, W) 0-255 or [0, 1], "masks": [k x (H, W)], "series_uid": str}}``;
+    masks are thresholded ``> 0.5``. ``rank_raters="area"`` sorts each image's masks by ascending
+    foreground area (stable; virtual raters ``rank1..rankk``, as for LIDC), ``"keep"`` keeps slot
+    identities (real raters ``rater1..raterk``, as for QUBIQ). Images with fewer masks than the most
+    leave the last slots unannotated. Subject = ``series_uid`` up to the first ``_``; splits from
+    :func:`lidc_splits` with ``fold`` in 0..3. Returns slices preprocessed by ``config``.
+    """
+    if rank_raters not in RANK_MODES:
+        raise ConfigError(f"rank_raters must be one of {RANK_MODES}, got {rank_raters!r}")
+    if fold not in range(NUM_FOLDS):
+        raise ConfigError(f"fold must be in 0..{NUM_FOLDS - 1}, got {fold!r}")
+    path = Path(path)
+    records = read_pickle(path)
+    if not isinstance(records, dict) or not records:
+        raise DataError(path, "expected a non-empty dict {key: {'image', 'masks', 'series_uid'}}")
+    entries = [_lidc_entry(path, str(key), record) for key, record in records.items()]
+    num_raters = max(len(masks) for _, _, _, masks in entries)
+    splits = lidc_splits((subject for _, subject, _, _ in entries), fold)
+
+    def cases() -> Iterable[Case]:
+        for key, subject, image, masks in entries:
+            if rank_raters == "area":
+                masks = masks[np.argsort(masks.sum(axis=(1, 2)), kind="stable")]
+            labels = np.zeros((1, num_raters, *image.shape), dtype=np.int16)
+            labels[0, :len(masks)] = masks
+            yield Case(key, subject, splits[subject], image[None, None], labels,
+                       np.arange(num_raters) < len(masks))
+
+    prefix = "rank" if rank_raters == "area" else "rater"
+    return cases_to_slices(cases(), [f"{prefix}{i + 1}" for i in range(num_raters)], LIDC_CLASSES,
+                           path.name.split(".")[0], config, path)
+
+
+def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """(key, subject, image (H, W) float32 in [0, 1], masks (k, H, W) int16) of one pickle record."""
+    if (not isinstance(record, dict) or not isinstance(record.get("image"), np.ndarray)
+            or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
+        raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
+    image = np.asarray(record["image"], dtype=np.float32)
+    masks = [np.asarray(mask) for mask in record["masks"]]
+    if image.ndim != 2 or not image.size or not masks or any(mask.shape != image.shape for mask in masks):
+        raise DataError(path, f"record {key!r}: expected a 2D image and masks of its shape, got image "
+                              f"{image.shape} and masks {[mask.shape for mask in masks]}")
+    check_finite(image, path)
+    if image.max() > 1:
+        image = image / 255.0
+    subject = str(record.get("series_uid", key)).split("_")[0]
+    return key, subject, image, (np.stack(masks) > 0.5).astype(np.int16)
+
+
+# --- NPC-style h5 (MMIS-2024) ---------------------------------------------------------------------
+NPC_CHANNELS = ("t1", "t1c", "t2")
+NPC_RATERS = ["A1", "A2", "A3", "A4"]
+NPC_CLASSES = ["background", "tumour"]
+
+
+def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read one NPC h5 case: keys ``t1``, ``t1c``, ``t2`` (2D slice or 3D volume, sliced along
+    axis 0) and ``label_a1``..``label_a4`` (a missing key leaves that rater unannotated).
+
+    Returns images (Z, 3, H, W) float32, labels (Z, 4, H, W) int16 and mask (4,) bool.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            missing = [key for key in NPC_CHANNELS if key not in handle]
+            if missing:
+                raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
+            channels = [np.asarray(handle[key][()], dtype=np.float32) for key in NPC_CHANNELS]
+            raters = {slot: np.asarray(handle[f"label_a{slot + 1}"][()]) for slot in range(len(NPC_RATERS))
+                      if f"label_a{slot + 1}" in handle}
+    except OSError as err:
+        raise DataError(path, f"not a readable h5 file ({err})") from None
+    shapes = {array.shape for array in [*channels, *raters.values()]}
+    if len(shapes) != 1 or len(channels[0].shape) not in (2, 3):
+        raise DataError(path, f"images and labels must share one 2D or 3D shape, got {sorted(shapes)}")
+    images = np.stack(channels, axis=-3)
+    images = images[None] if images.ndim == 3 else images
+    check_finite(images, path)
+    labels = np.zeros((images.shape[0], len(NPC_RATERS), *images.shape[-2:]), dtype=np.int16)
+    for slot, label in raters.items():
+        labels[:, slot] = check_labels(label, NPC_CLASSES, path).reshape(labels[:, slot].shape)
+    return images, labels, np.isin(np.arange(len(NPC_RATERS)), list(raters))
+
+
+def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
+    """Read every ``*.h5`` under ``folder`` (one case each, see :func:`read_npc_case`).
+
+    Case id = path relative to ``folder`` without ``.h5``; subject = file stem without a trailing
+    ``_slice<N>``. Split = the first enclosing folder named ``train*``, ``val*`` or ``test*`` (as in
+    the MMIS-2024 layout ``training_2d/``, ``validation/``, ``testing/``), else assigned by subject
+    (:func:`subject_splits`). Returns slices preprocessed by ``config``.
+    """
+    folder = Path(folder)
+    files = sorted(folder.rglob("*.h5"))
+    if not files:
+        raise DataError(folder, "folder holds no .h5 files")
+    subjects = [re.sub(r"[_-]slice[_-]?\d+$", "", file.stem) for file in files]
+    folder_splits = [_folder_split(file.relative_to(folder)) for file in files]
+    assigned = subject_splits(s for s, split in zip(subjects, folder_splits) if not split)
+
+    def cases() -> Iterable[Case]:
+        for file, subject, split in zip(files, subjects, folder_splits):
+            images, labels, mask = read_npc_case(file)
+            yield Case(file.relative_to(folder).with_suffix("").as_posix(), subject, split or assigned[subject],
+                       images, labels, mask)
+
+    return cases_to_slices(cases(), NPC_RATERS, NPC_CLASSES, folder.name, config, folder)
+
+
+def _folder_split(relative: Path) -> str:
+    for part in relative.parts[:-1]:
+        for split in SPLITS:
+            if part.lower().startswith(split):
+                return split
+    return ""
