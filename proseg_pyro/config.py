@@ -22,6 +22,7 @@ class ProSegConfig:
     ``K = num_classes``, ``T = tau_dim``, latent map ``z`` of ``(z_channels, image_size, image_size)``.
     """
 
+    method: str = "proseg"  # a name registered in proseg_pyro.methods (ProSeg or a compared method)
     # data
     image_size: int = 128
     in_channels: int = 1
@@ -38,6 +39,7 @@ class ProSegConfig:
     z_channels: int = 16
     tau_dim: int = 8
     predictor_hidden: int = 16
+    predictor_kernel: int = 1  # spatial extent of the predictor's first layer on z (1: per-pixel)
     classifier_hidden: int = 32
     x_decoder_channels: int = 8  # per-rater remap of z before the shared image decoder
     z_head: str = "shared"  # "shared": one q(z|x) for all raters; "per_rater": paper-faithful heads
@@ -71,7 +73,7 @@ class ProSegConfig:
     def validate(self) -> None:
         positive_ints = ("image_size", "in_channels", "num_raters", "base_channels", "feature_channels",
                          "z_channels", "tau_dim", "predictor_hidden", "classifier_hidden",
-                         "x_decoder_channels", "batch_size", "epochs", "patience")
+                         "x_decoder_channels", "batch_size", "epochs", "patience", "predictor_kernel")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -120,7 +122,8 @@ class ProSegConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "ProSegConfig":
+    def from_json(cls, path: str | os.PathLike, base: "ProSegConfig | None" = None) -> "ProSegConfig":
+        """Read a config file; keys it leaves out come from ``base`` (default: the defaults)."""
         try:
             with open(path) as handle:
                 values = json.load(handle)
@@ -131,7 +134,7 @@ class ProSegConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a config file must hold a JSON object")
         try:
-            return cls.from_dict(values)
+            return cls.from_dict({**(base.to_dict() if base else {}), **values})
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"{path}: {err}") from None
 

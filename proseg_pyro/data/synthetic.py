@@ -127,8 +127,7 @@ def make_synthetic(num_images: int = 240, image_size: int = 64, seed: int = 0,
         image = image + 0.3 * _smooth_noise(rng, (size, size), sigma=size / 8) * 0.3
         image = image + noise * rng.standard_normal((size, size))
         images[item, 0] = image
-    images = normalise_intensity(images.reshape(num_images, 1, size, size).transpose(1, 0, 2, 3), "zscore")
-    images = np.ascontiguousarray(images.transpose(1, 0, 2, 3))
+    images = np.stack([normalise_intensity(image, "zscore") for image in images])
     truth = SyntheticTruth(main.astype(np.float32), satellite.astype(np.float32), tuple(styles))
     annotations = truth.draw(rng)
     subjects = [f"syn{item:04d}" for item in range(num_images)]

@@ -1,0 +1,66 @@
+"""Checkpoints: a dict of plain tensors and primitives, written atomically, read with weights_only."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import torch
+
+from .config import ProSegConfig
+from .errors import CheckpointError, ConfigError
+from .io_utils import atomic_path
+
+FORMAT = "proseg-pyro/1"
+
+
+def save_checkpoint(path: str | os.PathLike, **content: Any) -> None:
+    """Write ``content`` (plus the format tag) to ``path`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **content}, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` and checked for its format."""
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        content = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(path, f"not a loadable checkpoint ({first_line})") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise CheckpointError(path, f"checkpoint format {found!r} is not {FORMAT!r}")
+    for key in ("config", "model", "guide", "method"):
+        if key not in content:
+            raise CheckpointError(path, f"checkpoint misses {key!r}")
+    return content
+
+
+def config_of(content: dict[str, Any], path: str | os.PathLike) -> ProSegConfig:
+    try:
+        return ProSegConfig.from_dict(content["config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(path, f"invalid config in checkpoint ({err})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", method: str | None = "proseg"):
+    """Rebuild ``(model, guide, config)`` of a trained checkpoint, in eval mode on ``device``.
+
+    ``method`` is the method the caller expects (``None``: whichever the checkpoint holds).
+    """
+    from .methods import get_method
+
+    content = read_checkpoint(path, device)
+    if method is not None and content["method"] != method:
+        raise CheckpointError(path, f"checkpoint holds method {content['method']!r}, not {method!r}")
+    config = config_of(content, path)
+    model, guide = get_method(content["method"]).build(config)
+    try:
+        model.load_state_dict(content["model"])
+        guide.load_state_dict(content["guide"])
+    except RuntimeError as err:
+        raise CheckpointError(path, f"weights do not fit the config ({str(err).splitlines()[0]})") from None
+    return model.to(device).eval(), guide.to(device).eval(), config

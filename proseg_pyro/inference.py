@@ -1,0 +1,82 @@
+"""Posterior-predictive sampling: personalised (a chosen rater's style) and prior (diverse).
+
+Both draw all samples of a chunk in one vectorised pass through the model's and guide's
+distribution factories (a leading sample dimension), never a Python loop per sample or per image.
+"""
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+
+from .guide import ProSegGuide
+from .model import ProSegModel
+
+
+def _chunks(total: int, size: int):
+    for start in range(0, total, size):
+        yield min(size, total - start)
+
+
+def _chunk_size(num_samples: int, per_sample_elements: int, budget: int) -> int:
+    return max(1, min(num_samples, budget // max(1, per_sample_elements)))
+
+
+def _foreground(class_probs: torch.Tensor, return_class_probs: bool) -> torch.Tensor:
+    """Class probabilities (..., H, W, K) -> foreground probability (..., H, W) (or the input)."""
+    return class_probs if return_class_probs else 1.0 - class_probs[..., 0]
+
+
+@torch.no_grad()
+def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters, num_samples: int,
+                 return_class_probs: bool = False, max_elements: int = 2 ** 27) -> torch.Tensor:
+    """Samples in the style of each of ``raters``: tau ~ q(tau | r), z ~ q(z_r | x), p(y | tau, z).
+
+    ``x`` (B, C, H, W); ``raters`` a sequence of N rater indices. Returns foreground probabilities
+    (S, B, N, H, W), or class probabilities (S, B, N, H, W, K) with ``return_class_probs``.
+    """
+    raters = torch.as_tensor(list(raters), dtype=torch.long, device=x.device)
+    batch, count = x.shape[0], len(raters)
+    tau_q = guide.tau_dist(raters)  # batch (N,)
+    z_q = guide.z_dist(x, raters)  # batch (B, 1) or (B, N)
+    z_q = dist.Normal(z_q.base_dist.loc.expand(batch, count, *z_q.event_shape),
+                      z_q.base_dist.scale.expand(batch, count, *z_q.event_shape)).to_event(3)
+    per_sample = batch * count * (math.prod(z_q.event_shape) + model.config.num_classes * math.prod(x.shape[-2:]))
+    out = []
+    for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
+        tau = tau_q.sample((size, batch))  # (s, B, N, T)
+        z = z_q.sample((size,))  # (s, B, N, Cz, H, W)
+        out.append(_foreground(model.class_probs(tau, z), return_class_probs))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: int, alpha: float | None = None,
+          return_class_probs: bool = False, return_raters: bool = False, max_elements: int = 2 ** 27):
+    """Diverse samples: tau* ~ Dir(alpha*), i = argmax classifier(tau*), z ~ q(z_i | x), p(y | tau*, z).
+
+    ``x`` (B, C, H, W). Returns foreground probabilities (S, B, H, W) (class probabilities
+    (S, B, H, W, K) with ``return_class_probs``), and with ``return_raters`` also the chosen rater
+    per sample (S, B). ``alpha`` defaults to the config's ``alpha_star`` (else ``alpha0``); with a
+    non-Dirichlet tau prior, tau* is drawn from the model's prior.
+    """
+    config = model.config
+    batch = x.shape[0]
+    alpha = alpha if alpha is not None else (config.alpha_star if config.alpha_star is not None else config.alpha0)
+    tau_p = (dist.Dirichlet(x.new_full((config.tau_dim,), alpha)) if config.tau_prior == "dirichlet"
+             else model.tau_prior())
+    z_q = guide.z_dist(x)  # batch (B, 1) or (B, R)
+    loc, scale = z_q.base_dist.loc, z_q.base_dist.scale
+    per_sample = batch * (math.prod(z_q.event_shape) + config.num_classes * math.prod(x.shape[-2:]))
+    probs, chosen = [], []
+    for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
+        tau = tau_p.sample((size, batch))  # (s, B, T)
+        rater = model.classifier(tau).argmax(-1)  # (s, B)
+        head = rater if loc.shape[1] > 1 else torch.zeros_like(rater)
+        images = torch.arange(batch, device=x.device).expand_as(head)
+        z = dist.Normal(loc[images, head], scale[images, head]).sample()  # (s, B, Cz, H, W)
+        probs.append(_foreground(model.class_probs(tau, z), return_class_probs))
+        chosen.append(rater)
+    probs = torch.cat(probs)
+    return (probs, torch.cat(chosen)) if return_raters else probs

@@ -1,0 +1,53 @@
+"""Registries of the swappable choices of the ProSeg model: tau priors and annotation likelihoods.
+
+Adding an entry here (or passing another name in the config) is all it takes to test an
+alternative; the model and guide look choices up by the config's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pyro.distributions as dist
+import torch
+
+
+@dataclass(frozen=True)
+class AnnotationLikelihood:
+    """How predictor outputs become a distribution over a label map and class probabilities.
+
+    ``channels(K)``: predictor outputs for K classes; ``dist(logits)``: logits (..., H, W, channels)
+    -> distribution with event shape (H, W); ``probs(logits)``: class probabilities (..., H, W, K).
+    """
+
+    channels: Callable[[int], int]
+    dist: Callable[[torch.Tensor], dist.Distribution]
+    probs: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _bernoulli_probs(logits: torch.Tensor) -> torch.Tensor:
+    foreground = torch.sigmoid(logits)
+    return torch.cat([1 - foreground, foreground], dim=-1)
+
+
+Y_LIKELIHOODS: dict[str, AnnotationLikelihood] = {
+    # softmax over K classes at every pixel (the paper's choice)
+    "categorical": AnnotationLikelihood(
+        channels=lambda classes: classes,
+        dist=lambda logits: dist.Categorical(logits=logits).to_event(2),
+        probs=lambda logits: logits.softmax(-1)),
+    # one foreground logit per pixel (binary segmentation only)
+    "bernoulli": AnnotationLikelihood(
+        channels=lambda classes: 1,
+        dist=lambda logits: dist.Bernoulli(logits=logits[..., 0]).to_event(2),
+        probs=_bernoulli_probs),
+}
+
+
+# tau priors: (tau_dim, alpha0, anchor tensor for device/dtype) -> distribution with event (T,)
+TAU_PRIORS: dict[str, Callable[[int, float, torch.Tensor], dist.Distribution]] = {
+    "dirichlet": lambda dim, alpha0, anchor: dist.Dirichlet(anchor.new_full((dim,), alpha0)),
+    # Gaussian on the first T-1 logits, mapped to the simplex by the additive logistic transform
+    "logistic_normal": lambda dim, alpha0, anchor: dist.LogisticNormal(anchor.new_zeros(dim - 1),
+                                                                       anchor.new_ones(dim - 1)),
+}

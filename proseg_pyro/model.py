@@ -1,0 +1,90 @@
+"""The ProSeg generative model (the paper's Fig. 2(d)) written as a Pyro program."""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+
+from .config import ProSegConfig
+from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS
+from .networks import ImageDecoder, RaterClassifier, SegmentationPredictor
+
+pyro.settings.set(module_local_params=True)
+
+
+class ProSegModel(PyroModule):
+    """p(x, r, y, tau, z) for B images and R rater slots.
+
+    For every image ``b`` (plate ``images``) and rater slot ``i`` (plate ``raters``)::
+
+        tau_bi ~ Dirichlet(alpha0 * 1_T)                          rater preference, event (T,)
+        z_bi   ~ Normal(0, I)                                     image ambiguity, event (Cz, H, W)
+        x_b    ~ Normal(decoder_i(z_bi), sigma^2 I)               observed image, event (C, H, W)
+        r_bi   ~ Categorical(softmax(classifier(tau_bi)))         observed rater id, = i
+        y_bi   ~ Categorical(softmax(predictor(z_bi, tau_bi)))    observed annotation, event (H, W)
+
+    Slots with ``mask[b, i] = False`` (rater ``i`` did not annotate image ``b``) contribute nothing.
+    The KL weights ``beta_tau``, ``beta_z`` and likelihood weights ``weight_x/r/y`` of the config
+    scale the sites (the guide applies the same ``beta`` to its sites). Each prior and likelihood
+    is one ``*_prior``/``*_likelihood`` method: override one in a subclass, or pick a registry entry
+    by name in the config, to test an alternative.
+    """
+
+    def __init__(self, config: ProSegConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.image_decoder = ImageDecoder(c.num_raters, c.z_channels, c.x_decoder_channels, c.in_channels)
+        self.classifier = RaterClassifier(c.tau_dim, c.classifier_hidden, c.num_raters)
+        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
+        self.predictor = SegmentationPredictor(c.z_channels, c.tau_dim, c.predictor_hidden,
+                                               self.y_family.channels(c.num_classes), c.predictor_kernel)
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype of priors
+
+    # --- priors and likelihoods (one factory each) ---------------------------------------------
+    def tau_prior(self) -> dist.Distribution:
+        """p(tau): event (T,)."""
+        return TAU_PRIORS[self.config.tau_prior](self.config.tau_dim, self.config.alpha0, self.anchor)
+
+    def z_prior(self, height: int, width: int) -> dist.Distribution:
+        """p(z) = Normal(0, I): event (Cz, H, W)."""
+        shape = (self.config.z_channels, height, width)
+        return dist.Normal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
+
+    def x_likelihood(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x | z_i): ``z`` (..., R, Cz, H, W) -> batch (..., R), event (C, H, W)."""
+        return dist.Normal(self.image_decoder(z), self.config.x_sigma).to_event(3)
+
+    def r_likelihood(self, tau: torch.Tensor) -> dist.Distribution:
+        """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
+        return dist.Categorical(logits=self.classifier(tau))
+
+    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor) -> dist.Distribution:
+        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W) -> batch (...), event (H, W)."""
+        return self.y_family.dist(self.predictor(z, tau))
+
+    def class_probs(self, tau: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
+        return self.y_family.probs(self.predictor(z, tau))
+
+    # --- the generative process ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """``x`` (B, C, H, W) float, ``y`` (B, R, H, W) long or None, ``mask`` (B, R) bool or None."""
+        c = self.config
+        batch, raters = x.shape[0], c.num_raters
+        if mask is None:
+            mask = torch.ones(batch, raters, dtype=torch.bool, device=x.device)
+        rater_ids = torch.arange(raters, device=x.device).expand(batch, raters)
+        with pyro.plate("images", batch, dim=-2), pyro.plate("raters", raters, dim=-1), poutine.mask(mask=mask):
+            with poutine.scale(scale=c.beta_tau):
+                tau = pyro.sample("tau", self.tau_prior())
+            with poutine.scale(scale=c.beta_z):
+                z = pyro.sample("z", self.z_prior(*x.shape[-2:]))
+            with poutine.scale(scale=c.weight_x):
+                pyro.sample("x", self.x_likelihood(z), obs=x.unsqueeze(1).expand(batch, raters, *x.shape[1:]))
+            with poutine.scale(scale=c.weight_r):
+                pyro.sample("r", self.r_likelihood(tau), obs=rater_ids)
+            with poutine.scale(scale=c.weight_y):
+                return pyro.sample("y", self.y_likelihood(tau, z), obs=None if y is None else y.to(x.dtype))

@@ -1,0 +1,145 @@
+"""Plain ``nn.Module`` building blocks shared by ProSeg and the compared methods.
+
+Every network takes extra leading batch dimensions (``(..., C, H, W)``): they are flattened, the
+network runs, and the result is reshaped back, so vectorised sampling (a leading sample dimension)
+needs no Python loop.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3) -> torch.Tensor:
+    """Apply ``module`` to ``x`` (..., *event) by flattening the leading dims into one batch dim."""
+    lead = x.shape[:-event_dims]
+    out = module(x.reshape(-1, *x.shape[-event_dims:]))
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm, not BatchNorm: statistics do not depend on the batch, so a data-parallel run and a
+    # single process compute the same function and evaluation matches training.
+    return nn.GroupNorm(min(4, channels), channels)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions with GroupNorm and ReLU: (N, C_in, H, W) -> (N, C_out, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1), _norm(out_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1), _norm(out_channels), nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net: (..., C_in, H, W) -> (..., C_out, H, W), ``depth`` poolings, widths ``base * 2**level``."""
+
+    def __init__(self, in_channels: int, out_channels: int, base: int = 16, depth: int = 3):
+        super().__init__()
+        widths = [base * 2 ** level for level in range(depth + 1)]
+        self.down = nn.ModuleList([ConvBlock(in_channels, widths[0])] +
+                                  [ConvBlock(widths[i], widths[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([ConvBlock(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(x if level == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_flat(self._forward, x)
+
+
+class GaussianHeads(nn.Module):
+    """1x1-conv heads from features (..., F, H, W) to the ``loc`` and ``scale`` of a spatial latent.
+
+    ``heads`` = 1: one head shared by all raters, output (..., 1, Cz, H, W);
+    ``heads`` = R: one head per rater (grouped conv), output (..., R, Cz, H, W).
+    """
+
+    def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1):
+        super().__init__()
+        self.heads, self.z_channels = heads, z_channels
+        self.conv = nn.Conv2d(feature_channels * heads, 2 * z_channels * heads, 1, groups=heads)
+        # A narrow initial posterior lets z carry the image's features from the first step; the KL
+        # then widens the channels the likelihoods do not need (starting at the prior's width
+        # instead left z uninformative for many epochs: posterior collapse).
+        with torch.no_grad():
+            bias = self.conv.bias.view(heads, 2, z_channels)
+            bias[:, 1] = math.log(math.expm1(initial_scale))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        repeated = features.repeat_interleave(self.heads, dim=-3) if self.heads > 1 else features
+        out = run_flat(self.conv, repeated)
+        out = out.reshape(*out.shape[:-3], self.heads, 2, self.z_channels, *out.shape[-2:])
+        loc, raw_scale = out.unbind(-4)
+        return loc, F.softplus(raw_scale) + 1e-3
+
+
+class PerRaterRemap(nn.Module):
+    """Rater-specific 1x1 map of z: (..., R, Cz, H, W) -> (..., R, D, H, W) with weights (R, D, Cz)."""
+
+    def __init__(self, raters: int, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(raters, out_channels, in_channels) / in_channels ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(raters, out_channels, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("rdc,...rchw->...rdhw", self.weight, z) + self.bias
+
+
+class ImageDecoder(nn.Module):
+    """Reconstructs the image from a rater's latent map: (..., R, Cz, H, W) -> (..., R, C, H, W).
+
+    A per-rater 1x1 remap (the rater's own decoder, as in the paper) then a shared small conv stack.
+    """
+
+    def __init__(self, raters: int, z_channels: int, hidden: int, out_channels: int):
+        super().__init__()
+        self.remap = PerRaterRemap(raters, z_channels, hidden)
+        self.shared = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(hidden, out_channels, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return run_flat(self.shared, self.remap(z))
+
+
+class RaterClassifier(nn.Module):
+    """MLP from a preference vector to rater logits: (..., T) -> (..., R)."""
+
+    def __init__(self, tau_dim: int, hidden: int, raters: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(tau_dim, hidden), nn.ReLU(), nn.Linear(hidden, raters))
+
+    def forward(self, tau: torch.Tensor) -> torch.Tensor:
+        return self.net(tau)
+
+
+class SegmentationPredictor(nn.Module):
+    """Per-pixel MLP of ``[z, tau tiled over the image]``: logits (..., H, W, K_out).
+
+    ``z`` (..., Cz, H, W), ``tau`` (..., T). The first layer is split into a z part (a
+    ``kernel`` x ``kernel`` conv; 1 gives the released code's 1x1 convs) and a tau part, which
+    equals concatenating tau at every pixel without materialising the tiled tensor.
+    """
+
+    def __init__(self, z_channels: int, tau_dim: int, hidden: int, out_channels: int, kernel: int = 1):
+        super().__init__()
+        self.from_z = nn.Conv2d(z_channels, hidden, kernel, padding=kernel // 2)
+        self.from_tau = nn.Linear(tau_dim, hidden, bias=False)
+        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_channels))
+
+    def forward(self, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        hidden = run_flat(self.from_z, z).movedim(-3, -1) + self.from_tau(tau)[..., None, None, :]
+        return self.rest(hidden)
