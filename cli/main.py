@@ -1,7 +1,10 @@
 """Entry point of the ``proseg-pyro`` command: a click group whose commands live in sibling modules."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
 import click
 
@@ -26,7 +29,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import synth  # noqa: F401  (each module adds its command to `cli`)
+    """Import every sibling module: each one adds its command to ``cli``."""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{module.name}")
 
 
 def main() -> None:

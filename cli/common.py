@@ -1,0 +1,66 @@
+"""Options and helpers shared by the commands: data sources, config, device."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from proseg_pyro.config import ProSegConfig, preset
+from proseg_pyro.data import load_dataset
+from proseg_pyro.data.slices import SliceSet
+from proseg_pyro.errors import ProSegError
+
+
+def data_options(function: Callable) -> Callable:
+    """``--data`` (manifest), ``--lidc`` (pickle or zip), ``--npc`` (folder); none: built-in set."""
+    options = [
+        click.option("--data", "manifest", type=click.Path(path_type=Path), help="JSON manifest of a dataset."),
+        click.option("--lidc", type=click.Path(path_type=Path), help="LIDC-style pickle (or a zip holding it)."),
+        click.option("--npc", type=click.Path(path_type=Path), help="Folder of NPC-style .h5 cases."),
+        click.option("--keep-raters", is_flag=True,
+                     help="LIDC pickle: keep rater slots (real raters) instead of ranking by area."),
+        click.option("--fold", type=click.IntRange(0, 3), default=0, show_default=True,
+                     help="LIDC pickle: which of the 4 subject folds is the test split."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, manifest, lidc, npc, keep_raters, fold, **kwargs):
+        given = [source for source in (manifest, lidc, npc) if source is not None]
+        if len(given) > 1:
+            raise click.UsageError("give at most one of --data, --lidc, --npc")
+        kwargs["source"] = {"path": given[0] if given else "synthetic",
+                            "rank_raters": "keep" if keep_raters else "area", "fold": fold}
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def load_source(source: dict, config: ProSegConfig, split: str | None = None) -> SliceSet:
+    """The dataset a command's data options name, preprocessed for ``config``."""
+    slices = load_dataset(source["path"], split=None, config=config, rank_raters=source["rank_raters"],
+                          fold=source["fold"], seed=config.seed)
+    if split is not None:
+        chosen = slices.split(split)
+        if len(chosen) == 0:
+            raise ProSegError(f"{source['path']}: the {split!r} split is empty")
+        return chosen
+    return slices
+
+
+def read_config(path: Path | None, preset_name: str, **overrides) -> ProSegConfig:
+    """A preset, then a JSON config file's values, then command-line overrides (None: not given)."""
+    config = preset(preset_name)
+    if path is not None:
+        config = ProSegConfig.from_json(path, base=config)
+    return config.replace(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def refuse_overwrite(paths, force: bool) -> None:
+    """Stop before any work if an output exists and ``--force`` was not given."""
+    for path in paths:
+        if path is not None and Path(path).exists() and not force:
+            raise ProSegError(f"{path}: already exists (use --force to overwrite)")

@@ -1,0 +1,78 @@
+"""``proseg-pyro demo``: the whole job on the built-in set, end to end, next to the oracle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from proseg_pyro import metrics
+from proseg_pyro.checkpoint import load_checkpoint
+from proseg_pyro.config import ProSegConfig
+from proseg_pyro.data import load_dataset
+from proseg_pyro.data.export import write_manifest_dataset
+from proseg_pyro.data.synthetic import make_synthetic
+from proseg_pyro.device import resolve_device
+from proseg_pyro.evaluate import Evaluation, evaluate, oracle_predictions, score
+from proseg_pyro.train import fit
+
+from .main import cli
+
+QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-brain-growth" / "brain_growth_alpha.zip"
+
+
+def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
+    width = max(8, *(len(name) + 1 for name in names))
+    lines = [" " * width + "".join(f"{name:>{width}}" for name in names)]
+    lines += [f"{name:<{width}}" + "".join(f"{value:>{width}.3f}" for value in row) for name, row in zip(names, matrix)]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--images", default=240, show_default=True, type=click.IntRange(min=20))
+@click.option("--image-size", default=64, show_default=True, type=click.IntRange(min=16))
+@click.option("--epochs", default=60, show_default=True, type=click.IntRange(min=1))
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+def demo(out, images, image_size, epochs, samples, seed, device):
+    """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
+    device = resolve_device(device)
+    slices, truth = make_synthetic(images, image_size, seed)
+    manifest = write_manifest_dataset(slices, out / "data")
+    config = ProSegConfig(image_size=image_size, epochs=epochs, seed=seed, num_raters=len(slices.raters),
+                          rater_names=list(slices.raters))
+    reloaded = load_dataset(manifest, config=config)
+    if not (np.array_equal(reloaded.annotations, slices.annotations) and np.allclose(reloaded.images, slices.images,
+                                                                                      atol=1e-4)):
+        raise click.ClickException(f"{manifest}: the written set does not read back identically")
+    click.echo(f"built-in set: {len(slices)} slices of {image_size}x{image_size}, raters {slices.raters}, "
+               f"written to {manifest} and read back identically")
+    click.echo("\nexpert distance matrix (1 - IoU, mean over images):")
+    click.echo(format_matrix(metrics.expert_distance_matrix(slices.annotations, slices.mask), slices.raters))
+    if QUBIQ.exists():
+        qubiq = load_dataset(QUBIQ, rank_raters="keep", config=ProSegConfig(image_size=128))
+        click.echo(f"\nQUBIQ brain growth ({len(qubiq)} slices, {len(qubiq.raters)} real raters), expert distances:")
+        click.echo(format_matrix(metrics.expert_distance_matrix(qubiq.annotations, qubiq.mask), qubiq.raters))
+
+    click.echo(f"\ntraining ProSeg for up to {epochs} epochs on {device} ...")
+    result = fit(config, slices.split("train"), slices.split("val"), out / "model", device=device)
+    click.echo(f"best epoch {result.best_epoch}, {sum(row['seconds'] for row in result.history):.0f} s")
+    model, guide, _ = load_checkpoint(out / "model" / "best.pt", device)
+    test = slices.split("test")
+    evaluation = evaluate(model, guide, test, samples, device=device, seed=seed)
+    test_index = np.flatnonzero(np.array(slices.splits) == "test")
+    oracle_rows, oracle_cross = score(test, oracle_predictions(truth, test_index, samples, seed))
+    evaluation.rows.update({f"oracle {name}": row for name, row in oracle_rows.items()})
+    evaluation.cross_rater_dice["oracle personalised"] = oracle_cross["personalised"]
+    evaluation.to_json(out / "evaluation.json")
+    report(evaluation)
+
+
+def report(evaluation: Evaluation) -> None:
+    click.echo(f"\ntest split ({evaluation.settings['images']} images, {evaluation.settings['samples']} samples):")
+    click.echo(evaluation.markdown())
+    for name, matrix in evaluation.cross_rater_dice.items():
+        click.echo(f"\n{name}: Dice of rater i's annotations (rows) with predictions in rater j's style (columns)")
+        click.echo(format_matrix(np.array(matrix), evaluation.raters))

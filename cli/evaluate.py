@@ -1,0 +1,39 @@
+"""``proseg-pyro evaluate``: the paper's table (personalised and prior rows) for a checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from proseg_pyro.checkpoint import load_checkpoint
+from proseg_pyro.device import resolve_device
+from proseg_pyro.evaluate import evaluate as run_evaluation
+
+from .common import data_options, load_source, refuse_overwrite
+from .main import cli
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@data_options
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
+def evaluate(checkpoint, source, split, samples, convention, json_path, device, seed, force):
+    """Sample CHECKPOINT on a split and print GED, D_soft, D_max, D_match and per-rater Dice."""
+    refuse_overwrite([json_path], force)
+    device = resolve_device(device)
+    model, guide, config = load_checkpoint(checkpoint, device, method=None)
+    slices = load_source(source, config, split)
+    if list(slices.raters) != list(config.rater_names or slices.raters) or len(slices.raters) != config.num_raters:
+        raise click.UsageError(f"{source['path']}: raters {slices.raters} do not match the checkpoint's "
+                               f"{config.rater_names}")
+    result = run_evaluation(model, guide, slices, samples, convention, device, seed)
+    click.echo(result.markdown())
+    if json_path is not None:
+        result.to_json(json_path)
+        click.echo(f"wrote {json_path}")

@@ -1,0 +1,48 @@
+"""``proseg-pyro train``: fit ProSeg by SVI on a dataset (the built-in set when none is given)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from proseg_pyro.data.slices import SliceSet
+from proseg_pyro.device import resolve_device
+from proseg_pyro.train import fit
+
+from .common import data_options, load_source, read_config
+from .main import cli
+
+
+def config_for_data(config, slices: SliceSet):
+    """The config with the dataset's raters, channels and classes filled in."""
+    return config.replace(num_raters=len(slices.raters), rater_names=list(slices.raters),
+                          in_channels=slices.images.shape[1], num_classes=len(slices.classes))
+
+
+@cli.command()
+@data_options
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="JSON file of hyperparameters.")
+@click.option("--preset", "preset_name", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=float)
+@click.option("--image-size", type=click.IntRange(min=8))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", type=int)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume):
+    """Train ProSeg; writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
+    device = resolve_device(device)
+    config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
+                         image_size=image_size, seed=seed)
+    slices = load_source(source, config)
+    config = config_for_data(config, slices)
+    train_set, val_set = slices.split("train"), slices.split("val")
+    if len(train_set) == 0:
+        raise click.UsageError(f"{source['path']}: the 'train' split is empty")
+    click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
+               f"device {device}")
+    result = fit(config, train_set, val_set, out, device=device, resume=resume)
+    click.echo(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.2f}); wrote {out}/best.pt")
