@@ -1,0 +1,138 @@
+"""The model is the PGM of the paper: its sites, plates, shapes and masking."""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+from proseg_pyro.guide import ProSegGuide
+from proseg_pyro.model import ProSegModel
+
+from .conftest import tiny_config
+
+
+def _traces(config, x, y, mask):
+    model, guide = ProSegModel(config), ProSegGuide(config)
+    guide_trace = poutine.trace(guide).get_trace(x, y, mask)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y, mask)
+    return model_trace, guide_trace
+
+
+def _sample_sites(trace):
+    """Sample sites of a trace, without the plates' subsample sites."""
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and name not in ("images", "raters")}
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 16, 16)
+    y = torch.randint(0, 2, (3, 4, 16, 16))
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    return x, y, mask
+
+
+def test_model_has_the_papers_sites_and_plates(batch):
+    config = tiny_config()
+    model_trace, guide_trace = _traces(config, *batch)
+    sites = _sample_sites(model_trace)
+    assert set(sites) == {"tau", "z", "x", "r", "y"}
+    latent = {name for name, site in sites.items() if not site["is_observed"]}
+    assert latent == {"tau", "z"}
+    assert isinstance(sites["tau"]["fn"], dist.Dirichlet)
+    assert isinstance(sites["z"]["fn"].base_dist, dist.Normal)
+    assert sites["tau"]["value"].shape == (3, 4, config.tau_dim)
+    assert sites["z"]["value"].shape == (3, 4, config.z_channels, 16, 16)
+    assert sites["y"]["fn"].event_shape == (16, 16)
+    assert torch.equal(sites["r"]["value"], torch.arange(4).expand(3, 4))
+    for site in sites.values():
+        frames = {frame.name: (frame.dim, frame.size) for frame in site["cond_indep_stack"]}
+        assert frames == {"images": (-2, 3), "raters": (-1, 4)}
+    guide_sites = _sample_sites(guide_trace)
+    assert set(guide_sites) == {"tau", "z"}
+    assert not any(site["is_observed"] for site in guide_sites.values())
+
+
+def test_masking_a_rater_removes_its_terms_from_the_elbo(batch):
+    x, y, mask = batch
+    config = tiny_config()
+    masked = mask.clone()
+    masked[1, 2] = False
+    model_trace, guide_trace = _traces(config, x, y, masked)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    for name in ("tau", "z", "x", "r", "y"):
+        assert model_trace.nodes[name]["log_prob"][1, 2] == 0
+        assert model_trace.nodes[name]["log_prob"][0, 2] != 0
+    for name in ("tau", "z"):
+        assert guide_trace.nodes[name]["log_prob"][1, 2] == 0
+    # numerically: the ELBO with the slot masked equals the full one minus that slot's terms
+    pyro.set_rng_seed(1)
+    full_model, full_guide = _traces(config, x, y, mask)
+    full_model.compute_log_prob()
+    full_guide.compute_log_prob()
+    pyro.set_rng_seed(1)
+    part_model, part_guide = _traces(config, x, y, masked)
+    part_model.compute_log_prob()
+    part_guide.compute_log_prob()
+
+    def elbo(model_trace, guide_trace):
+        return sum(model_trace.nodes[n]["log_prob"].sum() for n in ("tau", "z", "x", "r", "y")) - \
+            sum(guide_trace.nodes[n]["log_prob"].sum() for n in ("tau", "z"))
+
+    slot = sum(full_model.nodes[n]["log_prob"][1, 2] for n in ("tau", "z", "x", "r", "y")) - \
+        sum(full_guide.nodes[n]["log_prob"][1, 2] for n in ("tau", "z"))
+    torch.testing.assert_close(elbo(part_model, part_guide), elbo(full_model, full_guide) - slot)
+
+
+def test_masked_slots_ignore_their_annotation_values(batch):
+    x, y, mask = batch
+    mask = mask.clone()
+    mask[0, 1] = False
+    other = y.clone()
+    other[0, 1] = 1 - other[0, 1]
+    config = tiny_config()
+    values = []
+    for labels in (y, other):
+        pyro.set_rng_seed(4)
+        model_trace, _ = _traces(config, x, labels, mask)
+        values.append(model_trace.log_prob_sum())
+    torch.testing.assert_close(values[0], values[1])
+
+
+def test_kl_weights_scale_both_latents_in_model_and_guide(batch):
+    config = tiny_config(beta_tau=0.25, beta_z=0.5, weight_y=2.0)
+    model_trace, guide_trace = _traces(config, *batch)
+    assert model_trace.nodes["tau"]["scale"] == pytest.approx(0.25)
+    assert guide_trace.nodes["tau"]["scale"] == pytest.approx(0.25)
+    assert model_trace.nodes["z"]["scale"] == pytest.approx(0.5)
+    assert guide_trace.nodes["z"]["scale"] == pytest.approx(0.5)
+    assert model_trace.nodes["y"]["scale"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("tau_prior,y_likelihood", [("logistic_normal", "categorical"), ("dirichlet", "bernoulli")])
+def test_alternative_prior_and_likelihood_give_finite_elbo_gradients(batch, tau_prior, y_likelihood):
+    config = tiny_config(tau_prior=tau_prior, y_likelihood=y_likelihood)
+    model, guide = ProSegModel(config), ProSegGuide(config)
+    loss = pyro.infer.Trace_ELBO(max_plate_nesting=2)(model, guide)
+    value = loss(*batch)
+    value.backward()
+    assert torch.isfinite(value)
+    assert all(torch.isfinite(p.grad).all() for p in loss.parameters() if p.grad is not None)
+    model_trace, _ = _traces(config, *batch)
+    expected = dist.Dirichlet if tau_prior == "dirichlet" else dist.LogisticNormal
+    assert isinstance(model_trace.nodes["tau"]["fn"], expected)
+
+
+def test_networks_take_extra_leading_batch_dims():
+    config = tiny_config()
+    model = ProSegModel(config)
+    tau = torch.distributions.Dirichlet(torch.ones(config.tau_dim)).sample((5, 3, 4))
+    z = torch.randn(5, 3, 4, config.z_channels, 16, 16)
+    probs = model.class_probs(tau, z)
+    assert probs.shape == (5, 3, 4, 16, 16, 2)
+    flat = model.class_probs(tau.reshape(60, -1), z.reshape(60, *z.shape[3:]))
+    torch.testing.assert_close(probs.reshape(60, 16, 16, 2), flat)

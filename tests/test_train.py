@@ -1,0 +1,82 @@
+"""Training learns each rater's style through tau, and a resumed run equals an unbroken one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from proseg_pyro import inference
+from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint
+from proseg_pyro.train import fit
+
+from .conftest import tiny_config
+
+TIGHT, GENEROUS = 0, 1  # slots of the built-in styles
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_set, tmp_path_factory):
+    slices, _ = tiny_set
+    out = tmp_path_factory.mktemp("trained")
+    config = tiny_config(epochs=40, lr=3e-3, num_raters=len(slices.raters), rater_names=slices.raters)
+    fit(config, slices.split("train"), slices.split("val"), out, progress=False)
+    return load_checkpoint(out / "last.pt")
+
+
+def _areas(probabilities: torch.Tensor) -> torch.Tensor:
+    """Mean predicted foreground fraction per rater: (S, B, N, H, W) -> (N,)."""
+    return (probabilities > 0.5).float().mean(dim=(0, 1, 3, 4))
+
+
+def test_learns_rater_styles(trained, tiny_set):
+    """The generous rater's samples come out larger than the tight rater's, as in the data."""
+    model, guide, _ = trained
+    slices, _ = tiny_set
+    test = slices.split("test")
+    torch.manual_seed(0)
+    x = torch.as_tensor(test.images)
+    areas = _areas(inference.personalised(model, guide, x, [TIGHT, GENEROUS], 8))
+    truth = torch.as_tensor(test.annotations[:, [TIGHT, GENEROUS]]).float().mean(dim=(0, 2, 3))
+    assert truth[1] > 1.5 * truth[0]
+    assert areas[1] > 1.3 * areas[0], (areas, truth)
+
+
+def test_style_follows_tau_not_the_z_head(trained, tiny_set):
+    """z drawn for the tight rater with tau from the generous rater's q(tau|r) gives generous masks."""
+    model, guide, _ = trained
+    slices, _ = tiny_set
+    x = torch.as_tensor(slices.split("test").images)
+    torch.manual_seed(1)
+    z = guide.z_dist(x, torch.tensor([TIGHT])).sample((8,))  # (S, B, 1, Cz, H, W)
+    tau = guide.tau_dist(torch.tensor([TIGHT, GENEROUS])).sample((8, len(x)))  # (S, B, 2, T)
+    probs = 1 - model.class_probs(tau, z.expand(-1, -1, 2, -1, -1, -1))[..., 0]
+    areas = _areas(probs)
+    assert areas[1] > 1.3 * areas[0]
+
+
+def test_prior_sampling_is_more_diverse_than_one_raters_samples(trained, tiny_set):
+    model, guide, _ = trained
+    slices, _ = tiny_set
+    x = torch.as_tensor(slices.split("test").images)
+    torch.manual_seed(2)
+    prior, raters = inference.prior(model, guide, x, 32, return_raters=True)
+    assert prior.shape == (32, len(x), 16, 16)
+    assert len(raters.unique()) >= 2  # Dir(alpha*) samples map to several raters
+    own = inference.personalised(model, guide, x, [TIGHT], 32)[:, :, 0]
+    assert (prior > 0.5).float().std(0).mean() > (own > 0.5).float().std(0).mean()
+
+
+def test_resumed_run_ends_with_the_same_parameters(tiny_set, tmp_path):
+    slices, _ = tiny_set
+    config = tiny_config(epochs=3, augment=True, num_raters=len(slices.raters))
+    train, val = slices.split("train"), slices.split("val")
+    fit(config, train, val, tmp_path / "unbroken", progress=False)
+    fit(config, train, val, tmp_path / "broken", progress=False, stop_after=1)
+    assert read_checkpoint(tmp_path / "broken" / "last.pt")["epoch"] == 0
+    fit(config, train, val, tmp_path / "broken", progress=False, resume=True)
+    unbroken = read_checkpoint(tmp_path / "unbroken" / "last.pt")
+    resumed = read_checkpoint(tmp_path / "broken" / "last.pt")
+    assert resumed["epoch"] == unbroken["epoch"] == 2
+    for part in ("model", "guide"):
+        for name, value in unbroken[part].items():
+            torch.testing.assert_close(resumed[part][name], value, rtol=0, atol=0)
+    assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in unbroken["history"]]
