@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import re
 from typing import Any
 
 import torch
@@ -27,9 +26,8 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(path, "checkpoint file not found")
     try:
         content = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(path, f"not a loadable checkpoint ({first_line})") from None
+    except Exception as err:  # weights_only runs no code: any failure means damaged or foreign bytes
+        raise CheckpointError(path, f"not a loadable checkpoint ({_load_failure(err)})") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
         raise CheckpointError(path, f"checkpoint format {found!r} is not {FORMAT!r}")
@@ -37,6 +35,15 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         if key not in content:
             raise CheckpointError(path, f"checkpoint misses {key!r}")
     return content
+
+
+def _load_failure(err: Exception) -> str:
+    """Why ``torch.load`` failed, in one line, without torch's advice to load the file unsafely."""
+    text = str(err).strip()
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+    if refused:
+        return refused.group(1)
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def config_of(content: dict[str, Any], path: str | os.PathLike) -> ProSegConfig:
@@ -57,10 +64,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if method is not None and content["method"] != method:
         raise CheckpointError(path, f"checkpoint holds method {content['method']!r}, not {method!r}")
     config = config_of(content, path)
-    model, guide = get_method(content["method"]).build(config)
+    try:
+        build = get_method(content["method"]).build
+    except ConfigError as err:
+        raise CheckpointError(path, f"checkpoint of an unknown method ({err})") from None
+    model, guide = build(config)
     try:
         model.load_state_dict(content["model"])
         guide.load_state_dict(content["guide"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:
         raise CheckpointError(path, f"weights do not fit the config ({str(err).splitlines()[0]})") from None
     return model.to(device).eval(), guide.to(device).eval(), config
