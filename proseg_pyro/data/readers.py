@@ -110,6 +110,8 @@ def check_labels(array: np.ndarray, classes: list[str], path: str | os.PathLike)
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise DataError(path, f"label values must be integers, got dtype {array.dtype}")
     if not np.issubdtype(array.dtype, np.integer) and (
             not np.isfinite(array).all() or (array != np.round(array)).any()):
         raise DataError(path, "label values must be integers")
@@ -183,13 +185,21 @@ NUM_FOLDS = 4
 LIDC_CLASSES = ["background", "foreground"]
 
 
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickle protocols 0-2 use it to store bytes (latin-1 only)."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"refusing to encode {type(text).__name__} as {encoding!r}")
+    return text.encode("latin1")
+
+
 def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
     """The globals a pickle of numpy arrays needs (numpy 1.x and 2.x module names), nothing else."""
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
         from numpy.core import multiarray, numeric
-    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                           ("_codecs", "encode"): _latin1_bytes}
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
@@ -288,8 +298,11 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
     if (not isinstance(record, dict) or not isinstance(record.get("image"), np.ndarray)
             or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
         raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
-    image = np.asarray(record["image"], dtype=np.float32)
-    masks = [np.asarray(mask) for mask in record["masks"]]
+    try:
+        image = np.asarray(record["image"], dtype=np.float32)
+        masks = [np.asarray(mask, dtype=np.float32) for mask in record["masks"]]
+    except (TypeError, ValueError) as err:
+        raise DataError(path, f"record {key!r}: image and masks must be numeric arrays ({err})") from None
     if image.ndim != 2 or not image.size or not masks or any(mask.shape != image.shape for mask in masks):
         raise DataError(path, f"record {key!r}: expected a 2D image and masks of its shape, got image "
                               f"{image.shape} and masks {[mask.shape for mask in masks]}")
@@ -313,19 +326,23 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     Returns images (Z, 3, H, W) float32, labels (Z, 4, H, W) int16 and mask (4,) bool.
     """
     path = Path(path)
+    label_keys = {slot: f"label_a{slot + 1}" for slot in range(len(NPC_RATERS))}
     try:
         with h5py.File(path, "r") as handle:
-            missing = [key for key in NPC_CHANNELS if key not in handle]
-            if missing:
-                raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
-            channels = [np.asarray(handle[key][()], dtype=np.float32) for key in NPC_CHANNELS]
-            raters = {slot: np.asarray(handle[f"label_a{slot + 1}"][()]) for slot in range(len(NPC_RATERS))
-                      if f"label_a{slot + 1}" in handle}
-    except OSError as err:
-        raise DataError(path, f"not a readable h5 file ({err})") from None
+            found = {key: handle[key][()] for key in (*NPC_CHANNELS, *label_keys.values()) if key in handle}
+    except Exception as err:  # damaged bytes make h5py fail in many ways (OSError, RuntimeError, ...)
+        raise DataError(path, f"not a readable h5 file ({type(err).__name__}: {err})") from None
+    missing = [key for key in NPC_CHANNELS if key not in found]
+    if missing:
+        raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
+    try:
+        channels = [np.asarray(found[key], dtype=np.float32) for key in NPC_CHANNELS]
+    except (TypeError, ValueError) as err:
+        raise DataError(path, f"image channels must be numeric arrays ({err})") from None
+    raters = {slot: np.asarray(found[key]) for slot, key in label_keys.items() if key in found}
     shapes = {array.shape for array in [*channels, *raters.values()]}
-    if len(shapes) != 1 or len(channels[0].shape) not in (2, 3):
-        raise DataError(path, f"images and labels must share one 2D or 3D shape, got {sorted(shapes)}")
+    if len(shapes) != 1 or len(channels[0].shape) not in (2, 3) or not channels[0].size:
+        raise DataError(path, f"images and labels must share one non-empty 2D or 3D shape, got {sorted(shapes)}")
     images = np.stack(channels, axis=-3)
     images = images[None] if images.ndim == 3 else images
     check_finite(images, path)
