@@ -19,17 +19,22 @@ from pyro.nn import PyroModule
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import config_of, read_checkpoint, save_checkpoint
 from .config import ProSegConfig
 from .data.slices import SliceSet
 from .data.transforms import JointAugment
-from .errors import ProSegError
+from .errors import CheckpointError, ProSegError
 from .io_utils import atomic_write_text
 from .methods import get_method
 
 
 class TrainingError(ProSegError):
     """Training cannot go on (for example the loss became NaN); the last good checkpoint is kept."""
+
+
+# Config values a resumed run may change: they decide how long it trains, not what a step computes.
+RESUMABLE_KEYS = ("epochs", "patience", "num_workers")
+TRAINING_STATE = ("optimizer", "rng", "epoch", "history", "best_epoch", "best_val_loss", "stale_epochs")
 
 
 @dataclass
@@ -71,6 +76,21 @@ def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size:
     return total / len(images)
 
 
+def resume_state(path: Path, config: ProSegConfig, device: torch.device) -> dict:
+    """The training state saved in ``path`` (a ``last.pt``), refused unless it continues a run of ``config``."""
+    state = read_checkpoint(path, device)
+    missing = [key for key in TRAINING_STATE if key not in state]
+    if missing:
+        raise CheckpointError(path, f"cannot resume: it holds no training state {missing}")
+    saved = {**config_of(state, path).to_dict(), "method": state["method"]}
+    changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in config.to_dict().items()
+               if key not in RESUMABLE_KEYS and saved[key] != value]
+    if changed:
+        raise CheckpointError(path, f"cannot resume with another config ({', '.join(changed)}); "
+                                    "use the run's config or train into another folder")
+    return state
+
+
 def _write_log(path: Path, history: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
@@ -84,7 +104,8 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         stop_after: int | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``config.method`` on ``train_set`` and write ``best.pt``, ``last.pt``, ``config.json``, ``log.csv``.
 
-    ``resume`` continues from ``out_dir/last.pt``; ``stop_after`` ends the run after that many
+    ``resume`` continues from ``out_dir/last.pt`` (a run of the same config, but for
+    ``RESUMABLE_KEYS``); ``stop_after`` ends the run after that many
     epochs in total (as if interrupted), used to test resuming.
     """
     out_dir = Path(out_dir)
@@ -97,7 +118,7 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     result = TrainResult(out_dir)
     stale_epochs, start_epoch = 0, 0
     if resume and (out_dir / "last.pt").exists():
-        state = read_checkpoint(out_dir / "last.pt", device)
+        state = resume_state(out_dir / "last.pt", config, device)
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])
