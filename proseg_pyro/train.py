@@ -91,6 +91,13 @@ def resume_state(path: Path, config: ProSegConfig, device: torch.device) -> dict
     return state
 
 
+def _stop_unless_finite(value: float, what: str, epoch: int, out_dir: Path) -> None:
+    """Raise TrainingError before a non-finite ``value`` can reach the weights or a checkpoint."""
+    if not math.isfinite(value):
+        raise TrainingError(f"{out_dir}: {what} became {value} at epoch {epoch}; "
+                            "the last good checkpoint is kept (try a lower lr)")
+
+
 def _write_log(path: Path, history: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
@@ -150,13 +157,12 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
                 images, labels = augment(images, labels, generator=shuffle)
             loss = elbo(images, labels, mask) / len(index)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"{out_dir}: loss became {loss_value} at epoch {epoch}; "
-                                    "the last good checkpoint is kept (try a lower lr)")
+            _stop_unless_finite(loss_value, "loss", epoch, out_dir)
             optimizer.zero_grad()
             loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(elbo.parameters(), config.grad_clip)
+            # With grad_clip 0 this only measures: a finite loss can still have a NaN gradient.
+            grad_norm = nn.utils.clip_grad_norm_(elbo.parameters(), config.grad_clip or math.inf)
+            _stop_unless_finite(float(grad_norm), "gradient norm", epoch, out_dir)
             optimizer.step()
             epoch_loss += loss_value * len(index)
             seen += len(index)
