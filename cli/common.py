@@ -10,7 +10,7 @@ import click
 from proseg_pyro.config import ProSegConfig, preset
 from proseg_pyro.data import load_dataset
 from proseg_pyro.data.slices import SliceSet
-from proseg_pyro.errors import ProSegError
+from proseg_pyro.errors import DataError, ProSegError
 
 
 def data_options(function: Callable) -> Callable:
@@ -43,12 +43,26 @@ def load_source(source: dict, config: ProSegConfig, split: str | None = None) ->
     """The dataset a command's data options name, preprocessed for ``config``."""
     slices = load_dataset(source["path"], split=None, config=config, rank_raters=source["rank_raters"],
                           fold=source["fold"], seed=config.seed)
-    if split is not None:
-        chosen = slices.split(split)
-        if len(chosen) == 0:
-            raise ProSegError(f"{source['path']}: the {split!r} split is empty")
-        return chosen
-    return slices
+    return slices if split is None else nonempty_split(slices, split, source)
+
+
+def nonempty_split(slices: SliceSet, split: str, source: dict) -> SliceSet:
+    """The slices of ``split``; an empty split is an error naming the data source."""
+    chosen = slices.split(split)
+    if len(chosen) == 0:
+        raise DataError(source["path"], f"the {split!r} split is empty")
+    return chosen
+
+
+def check_fits(slices: SliceSet, config: ProSegConfig, source: dict, checkpoint: Path) -> None:
+    """Stop unless the data has the raters, image channels and classes ``checkpoint`` was trained on."""
+    found = {"raters": list(slices.raters) if config.rater_names else len(slices.raters),
+             "image channels": slices.images.shape[1], "classes": len(slices.classes)}
+    trained = {"raters": config.rater_names or config.num_raters, "image channels": config.in_channels,
+               "classes": config.num_classes}
+    for what, value in found.items():
+        if value != trained[what]:
+            raise DataError(source["path"], f"{what} {value} do not match {checkpoint.name}'s {trained[what]}")
 
 
 def read_config(path: Path | None, preset_name: str, **overrides) -> ProSegConfig:

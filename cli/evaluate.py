@@ -7,9 +7,10 @@ import click
 
 from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.device import resolve_device
+from proseg_pyro.errors import ProSegError
 from proseg_pyro.evaluate import evaluate as run_evaluation
 
-from .common import data_options, load_source, refuse_overwrite
+from .common import check_fits, data_options, load_source, refuse_overwrite
 from .main import cli
 
 
@@ -28,10 +29,11 @@ def evaluate(checkpoint, source, split, samples, convention, json_path, device, 
     refuse_overwrite([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
+    if samples < config.num_raters:
+        raise ProSegError(f"--samples {samples}: the prior row matches samples to the {config.num_raters} "
+                          "raters, so it needs at least that many")
     slices = load_source(source, config, split)
-    if list(slices.raters) != list(config.rater_names or slices.raters) or len(slices.raters) != config.num_raters:
-        raise click.UsageError(f"{source['path']}: raters {slices.raters} do not match the checkpoint's "
-                               f"{config.rater_names}")
+    check_fits(slices, config, source, checkpoint)
     result = run_evaluation(model, guide, slices, samples, convention, device, seed)
     click.echo(result.markdown())
     if json_path is not None:

@@ -9,7 +9,7 @@ from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.device import resolve_device
 from proseg_pyro.train import fit
 
-from .common import data_options, load_source, read_config
+from .common import data_options, load_source, nonempty_split, read_config
 from .main import cli
 
 
@@ -24,7 +24,7 @@ def config_for_data(config, slices: SliceSet):
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="JSON file of hyperparameters.")
 @click.option("--preset", "preset_name", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--lr", type=float)
@@ -39,9 +39,7 @@ def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_s
                          image_size=image_size, seed=seed)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
-    train_set, val_set = slices.split("train"), slices.split("val")
-    if len(train_set) == 0:
-        raise click.UsageError(f"{source['path']}: the 'train' split is empty")
+    train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")
     click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
                f"device {device}")
     result = fit(config, train_set, val_set, out, device=device, resume=resume)
