@@ -367,6 +367,11 @@ def image_metrics(
     (P, ...) in [0, 1], one map per prediction. Returns floats ``ged``, ``d_pa``, ``d_pp``,
     ``d_aa``, ``dice_soft``, ``dice_max``, ``dice_match``, the list ``dice_rater_matched`` (A,)
     and, if ``paired`` (None: whenever P == A), the list ``dice_rater`` (A,).
+
+    Raises :class:`~proseg_pyro.errors.DataError` (a ``ValueError``) on bad input: shapes that are
+    not (A, ...) and (P, ...) with the same 2D or 3D spatial shape, no annotations, non-numeric or
+    complex dtypes, annotations not 0/1, probabilities outside [0, 1] or NaN, P < A, ``paired``
+    with P != A, or an unknown ``convention``.
     """
     _check_convention(convention)
     ann, mask, prob = _prepare(annotations, None, probabilities, lead=1)
