@@ -1,0 +1,53 @@
+"""Table rows from predictions: perfect predictions, the oracle, and the report formats."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score
+
+
+def test_predictions_equal_to_the_annotations_score_perfectly(tiny_set):
+    slices, _ = tiny_set
+    test = slices.split("test")
+    exact = test.annotations.astype(np.float32)
+    rows, cross = score(test, Predictions(personalised=exact, prior=exact))
+    personal = rows["personalised"]
+    assert personal["dice_rater"] == pytest.approx([1.0] * 4)
+    assert personal["ged"] == pytest.approx(0.0, abs=1e-12)
+    assert personal["dice_match"] == pytest.approx(1.0)
+    assert personal["d_pp"] == pytest.approx(personal["d_aa"])
+    assert np.diag(cross["personalised"]) == pytest.approx([1.0] * 4)
+    assert rows["prior"]["dice_mean"] == pytest.approx(1.0)
+
+
+def test_oracle_rows_know_each_raters_style(tiny_set):
+    slices, truth = tiny_set
+    test = slices.split("test")
+    index = np.flatnonzero(np.array(slices.splits) == "test")
+    oracle = oracle_predictions(truth, index, num_samples=20, seed=1)
+    assert oracle.personalised.shape == test.annotations.shape
+    assert oracle.prior.shape == (len(test), 20, 16, 16)
+    rows, cross = score(test, oracle)
+    matrix = np.array(cross["personalised"])
+    # the smooth raters' own oracle predictions beat every other rater's style
+    for rater in (0, 1, 3):
+        assert matrix[rater, rater] == matrix[rater].max()
+    assert rows["personalised"]["dice_mean"] > 0.9
+    assert rows["prior"]["d_pp"] > rows["personalised"]["d_pp"]  # draws of random raters spread wider
+
+
+def test_markdown_and_json(tmp_path, tiny_set):
+    slices, _ = tiny_set
+    test = slices.split("test")
+    exact = test.annotations.astype(np.float32)
+    rows, cross = score(test, Predictions(exact, exact))
+    result = Evaluation(list(test.raters), rows, cross, {"samples": 1})
+    table = result.markdown()
+    assert table.splitlines()[0].startswith("| method | GED | D_soft | D_max | D_match | D_tight")
+    assert len(table.splitlines()) == 4
+    result.to_json(tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["rows"]["personalised"]["dice_rater"] == pytest.approx([1.0] * 4)
