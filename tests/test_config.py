@@ -1,0 +1,58 @@
+"""The config: validation messages, JSON round trip, presets and file overrides."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from proseg_pyro.config import PRESETS, ProSegConfig, preset
+from proseg_pyro.errors import ConfigError
+
+
+def test_json_round_trip(tmp_path):
+    config = ProSegConfig(image_size=32, rater_names=["a", "b"], num_raters=2, tau_prior="logistic_normal",
+                          alpha_star=0.5)
+    config.to_json(tmp_path / "config.json")
+    assert ProSegConfig.from_json(tmp_path / "config.json") == config
+
+
+def test_file_values_override_a_base(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.01}))
+    config = ProSegConfig.from_json(tmp_path / "c.json", base=preset("paper"))
+    assert config.lr == 0.01 and config.batch_size == 12 and config.beta_z == 1.0
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"image_size": 0}, "image_size must be a positive integer"),
+    ({"image_size": 20, "depth": 3}, "divisible by 2**depth"),
+    ({"tau_prior": "gamma"}, "tau_prior must be one of"),
+    ({"y_likelihood": "bernoulli", "num_classes": 3}, "needs num_classes == 2"),
+    ({"beta_z": -1.0}, "beta_z must be >= 0"),
+    ({"rater_names": ["a"], "num_raters": 2}, "1 rater_names for num_raters=2"),
+    ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
+])
+def test_invalid_values_name_the_field(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ProSegConfig(**values)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"learning_rate": 1}', "unknown keys"),
+])
+def test_bad_config_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as error:
+        ProSegConfig.from_json(path)
+    assert str(path) in str(error.value)
+
+
+def test_presets():
+    assert preset("paper").lr == 1e-4 and preset("paper").z_head == "per_rater"
+    assert preset("default") == ProSegConfig()
+    assert set(PRESETS) == {"paper", "default"}
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("fast")
