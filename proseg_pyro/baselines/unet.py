@@ -1,0 +1,54 @@
+"""``unet``: one U-Net per rater, each trained on that rater's annotations only (the paper's U-Net (A_i) rows).
+
+Ronneberger, Fischer and Brox, "U-Net: Convolutional networks for biomedical image segmentation",
+MICCAI 2015; used per rater as the personalisation reference in the ProSeg and D-Persona papers.
+
+Model: ``y_bi ~ Categorical(softmax(UNet_i(x_b)))`` under the images x raters plates; no latent,
+so the guide samples nothing and the ELBO is the summed log-likelihood (cross-entropy). The R
+networks are independent (rater ``i``'s loss only reaches ``UNet_i``), as R separate trainings.
+Deterministic: personalised samples repeat each rater's prediction; prior samples pick a rater at
+random per sample. Departures: the shared :class:`~proseg_pyro.networks.UNet` (GroupNorm, the
+config's width and depth) rather than the original's BatchNorm U-Net, trained jointly in one loop.
+"""
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
+
+from ..config import ProSegConfig
+from ..likelihoods import Y_LIKELIHOODS
+from ..networks import UNet
+from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method, foreground
+
+
+class PerRaterUNet(PyroModule):
+    """R U-Nets, network ``i`` predicting rater ``i``'s annotation: logits (B, R, H, W, K_out)."""
+
+    def __init__(self, config: ProSegConfig):
+        super().__init__()
+        self.config = config
+        self.y_family = Y_LIKELIHOODS[config.y_likelihood]
+        self.nets = nn.ModuleList([UNet(config.in_channels, self.y_family.channels(config.num_classes),
+                                        config.base_channels, config.depth) for _ in range(config.num_raters)])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, H, W) -> (B, R, H, W, K_out)."""
+        return torch.stack([net(x) for net in self.nets], dim=1).movedim(2, -1)
+
+    def rater_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground probability in each rater's style: (B, R, H, W)."""
+        return foreground(self.y_family.probs(self.logits(x)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        logits = self.logits(x)
+        with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.weight_y):
+            return pyro.sample("y", self.y_family.dist(logits), obs=as_observation(y, x))
+
+
+METHOD = deterministic_method(
+    "unet", lambda config: (PerRaterUNet(config), EmptyGuide(config)),
+    "Ronneberger et al., U-Net: Convolutional networks for biomedical image segmentation, MICCAI 2015 "
+    "(one network per rater)")
