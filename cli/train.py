@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from proseg_pyro.compare import TRAINABLE
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.device import resolve_device
 from proseg_pyro.train import fit
@@ -32,11 +33,14 @@ def config_for_data(config, slices: SliceSet):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
-def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume):
-    """Train ProSeg; writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
+@click.option("--method", type=click.Choice(TRAINABLE),
+              help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
+                   "training: `compare` evaluates them).")
+def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method):
+    """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
     device = resolve_device(device)
     config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
-                         image_size=image_size, seed=seed)
+                         image_size=image_size, seed=seed, method=method)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")

@@ -1,0 +1,54 @@
+"""``proseg-pyro compare``: train (or reuse) every compared method and write the paper's comparison tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from proseg_pyro.compare import ALL_METHODS, builtin_set, compare as run_compare, parse_methods
+from proseg_pyro.device import resolve_device
+
+from .common import data_options, load_source, read_config
+from .main import cli
+from .train import config_for_data
+
+
+@cli.command()
+@data_options
+@click.option("--methods", default="all", show_default=True,
+              help=f"'all' or a comma-separated list of: {', '.join(ALL_METHODS)}.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="JSON file of hyperparameters shared by every method.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
+              help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per method (default: the config's).")
+@click.option("--image-size", type=click.IntRange(min=8))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--images", type=click.IntRange(min=20), help="Built-in set only: number of images [default: 240].")
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
+def compare(source, methods, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
+            seed, force):
+    """Train every method on the train split, score all on the test split, and write the comparison tables."""
+    names = parse_methods(methods)
+    device = resolve_device(device)
+    config = read_config(config_path, "default", epochs=epochs, image_size=image_size, batch_size=batch_size,
+                         seed=seed)
+    if source["path"] == "synthetic":
+        slices, truth = builtin_set(images or 240, config)
+    elif images is not None:
+        raise click.UsageError("--images applies to the built-in set only")
+    else:
+        slices, truth = load_source(source, config), None
+    config = config_for_data(config, slices)
+    click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
+               f"device {device}")
+    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "comparison.json")
+    (out / "comparison.md").write_text(result.markdown())
+    click.echo(result.markdown())
+    click.echo(f"wrote {out}/comparison.md and {out}/comparison.json")

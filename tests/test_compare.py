@@ -1,0 +1,135 @@
+"""``compare``: every method on one split, the paper's tables, paired tests; and ``train --method``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
+import proseg_pyro.cli.train  # noqa: F401
+from proseg_pyro.checkpoint import read_checkpoint
+from proseg_pyro.cli.main import cli
+from proseg_pyro.compare import (ALL_METHODS, compare, consensus_predictions, paired_test, parse_methods)
+from proseg_pyro.errors import ConfigError
+
+from .conftest import tiny_config
+
+TINY = {"base_channels": 8, "depth": 2, "feature_channels": 8, "z_channels": 4, "predictor_hidden": 8,
+        "classifier_hidden": 8, "x_decoder_channels": 4, "batch_size": 8, "augment": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_set, tmp_path_factory):
+    slices, truth = tiny_set
+    config = tiny_config(epochs=1, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    out = tmp_path_factory.mktemp("compare")
+    methods = ["proseg", "cm_global", "majority_vote", "staple"]
+    return compare(slices, config, methods, out, num_samples=4, truth=truth, progress=False, log=lambda _: None), \
+        (slices, config, methods, out, truth)
+
+
+def test_parse_methods_keeps_the_table_order_and_rejects_unknown_names():
+    assert parse_methods("all") == list(ALL_METHODS)
+    assert parse_methods("staple, proseg,unet") == ["proseg", "unet", "staple"]
+    with pytest.raises(ConfigError, match="nope"):
+        parse_methods("proseg,nope")
+
+
+def test_paired_test_handles_ties_missing_values_and_clear_differences():
+    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "images": 2}
+    assert paired_test([np.nan], [0.3])["images"] == 0
+    better = np.linspace(0.6, 0.9, 12)
+    result = paired_test(better, better - 0.1 + np.linspace(0, 0.01, 12))
+    assert result["p"] < 0.01 and result["difference"] > 0 and result["images"] == 12
+    with_zeros = paired_test([0.5, 0.5, 0.6, 0.7, np.nan], [0.5, 0.4, 0.5, 0.6, 0.1])
+    assert with_zeros["images"] == 4 and 0 < with_zeros["p"] <= 1
+
+
+def test_consensus_predictions_repeat_one_mask(tiny_set):
+    test = tiny_set[0].split("test")
+    predictions = consensus_predictions("majority_vote", test, 3)
+    assert predictions.personalised.shape == (len(test), 4, 16, 16)
+    assert predictions.prior.shape == (len(test), 3, 16, 16)
+    assert (predictions.prior == predictions.personalised[:, :1]).all()
+
+
+def test_compare_scores_every_method_beside_the_oracle(compared):
+    comparison, (slices, *_rest) = compared
+    assert list(comparison.results) == ["proseg", "cm_global", "majority_vote", "staple", "oracle"]
+    assert {result.kind for result in comparison.results.values()} == {"trained", "consensus", "oracle"}
+    images = len(slices.split("test"))
+    for result in comparison.results.values():
+        assert set(result.rows) == {"personalised", "prior"}
+        assert all(len(values) == images for row in result.per_image.values() for values in row.values())
+        assert np.array(result.prediction_distances).shape == (4, 4)
+    # the oracle draws fresh annotations from the true raters: it beats a 1-epoch model
+    assert comparison.results["oracle"].rows["personalised"]["dice_mean"] > \
+        comparison.results["proseg"].rows["personalised"]["dice_mean"]
+    assert set(comparison.tests) == {"cm_global", "majority_vote", "staple", "oracle"}
+    test = comparison.tests["oracle"]["prior"]["ged"]
+    assert test["images"] == images and 0 <= test["p"] <= 1
+    expert = np.array(comparison.expert_distances)
+    assert np.allclose(np.diag(expert), 0) and np.allclose(expert, expert.T)
+
+
+def test_compare_writes_the_tables(compared, tmp_path):
+    comparison, _ = compared
+    text = comparison.markdown()
+    for heading in ("Table 1/3", "Table 9", "Expert distance matrix", "Wilcoxon"):
+        assert heading in text
+    assert "| proseg | prior |" in text and "| oracle | personalised |" in text and "D_generous" in text
+    comparison.to_json(tmp_path / "comparison.json")
+    content = json.loads((tmp_path / "comparison.json").read_text())
+    assert set(content) == {"raters", "settings", "expert_distances", "methods", "wilcoxon"}
+    assert content["methods"]["staple"]["train_seconds"] is None
+
+
+def test_compare_reuses_finished_runs(compared):
+    _, (slices, config, methods, out, truth) = compared
+    before = read_checkpoint(out / "proseg" / "last.pt")["history"]
+    again = compare(slices, config, ["proseg"], out, num_samples=4, progress=False, log=lambda _: None)
+    assert read_checkpoint(out / "proseg" / "last.pt")["history"] == before
+    assert again.results["proseg"].rows == compared[0].results["proseg"].rows
+
+
+def test_compare_command_writes_markdown_and_json(tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    result = CliRunner().invoke(cli, [
+        "compare", "--images", "24", "--image-size", "16", "--epochs", "1", "--samples", "4", "--device", "cpu",
+        "--methods", "cm_pixel,majority_vote", "--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "cm_pixel" / "best.pt").is_file()
+    assert "| majority_vote | personalised |" in (tmp_path / "out" / "comparison.md").read_text()
+    assert "oracle" in json.loads((tmp_path / "out" / "comparison.json").read_text())["methods"]
+
+
+def test_compare_command_rejects_bad_input(tmp_path):
+    bad = CliRunner().invoke(cli, ["compare", "--methods", "proseg,nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "nope" in bad.output
+    mixed = CliRunner().invoke(cli, ["compare", "--data", str(tmp_path / "m.json"), "--images", "30"])
+    assert mixed.exit_code == 2 and "--images" in mixed.output
+    few = CliRunner().invoke(cli, ["compare", "--images", "20", "--image-size", "16", "--samples", "3",
+                                   "--out", str(tmp_path / "few")])
+    assert few.exit_code == 2 and "at least 4 samples" in few.output and not (tmp_path / "few").exists()
+
+
+def test_train_command_trains_a_compared_method(tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    result = CliRunner().invoke(cli, ["train", "--method", "cm_global", "--epochs", "1", "--image-size", "16",
+                                      "--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["method"] == "cm_global"
+    refused = CliRunner().invoke(cli, ["train", "--method", "staple", "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "staple" in refused.output
