@@ -33,7 +33,7 @@ from .conftest import tiny_config
 from .helpers import Exploit, one_thread  # noqa: F401  (one_thread: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-COMMANDS = ("train", "evaluate")
+COMMANDS = ("train", "evaluate", "compare")
 for _command in COMMANDS:
     importlib.import_module(f"proseg_pyro.cli.{_command}")  # registers the command
 
@@ -79,6 +79,10 @@ class Workspace:
     def train(self, *extra: str) -> list[str]:
         return ["train", "--data", str(self.data), "--config", str(self.config), "--out", str(self.run),
                 "--device", "cpu", *extra]
+
+    def compare(self, *extra: str) -> list[str]:
+        return ["compare", "--data", str(self.data), "--config", str(self.config), "--out", str(self.root / "compare"),
+                "--methods", "proseg", "--samples", "4", "--device", "cpu", *extra]
 
     def evaluate(self, *extra: str) -> list[str]:
         return ["evaluate", str(self.checkpoint), "--data", str(self.data), "--samples", "4", "--device", "cpu",
@@ -254,6 +258,25 @@ def pickle_string_masks(ws):
     records = {"a": {"image": np.zeros((4, 4)), "masks": [np.full((4, 4), "x")], "series_uid": "s"}}
     (ws.root / "lidc.pkl").write_bytes(pickle.dumps(records))
     return ["train", "--lidc", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
+
+
+@case
+def compare_missing_manifest(ws):
+    ws.data.unlink()
+    return ws.compare(), "manifest.json"
+
+
+@case
+def compare_corrupt_image(ws):
+    file = ws.case_file()
+    file.write_bytes(b"garbage")
+    return ws.compare(), file.name
+
+
+@case
+def compare_invalid_config(ws):
+    ws.config.write_text("{")
+    return ws.compare(), "tiny.json"
 
 
 @case
