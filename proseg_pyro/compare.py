@@ -40,8 +40,8 @@ from .io_utils import atomic_write_text
 from .train import fit
 
 REFERENCE = "proseg"
-TRAINABLE = ("proseg", "proseg_no_tau", "proseg_no_z", "unet", "prob_unet", "dpersona", "cm_global", "cm_pixel",
-             "pionono", "tab")
+TRAINABLE = ("proseg", "proseg_no_tau", "proseg_no_z", "unet", "unet_pooled", "prob_unet", "dpersona", "cm_global",
+             "cm_pixel", "pionono", "tab")
 ALL_METHODS = TRAINABLE + tuple(CONSENSUS)
 ROWS = ("personalised", "prior")
 TESTED = COLUMNS + ("dice_mean",)  # metrics compared per image

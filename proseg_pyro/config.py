@@ -46,7 +46,7 @@ class ProSegConfig:
     # priors and likelihoods
     tau_prior: str = "dirichlet"
     alpha0: float = 1.0  # Dirichlet concentration of the tau prior (each of the T entries)
-    alpha_star: float | None = None  # prior-sampling concentration; None uses alpha0
+    alpha_star: float | None = None  # prior-sampling concentration; None: fitted to the raters' q(tau | r)
     y_likelihood: str = "categorical"
     x_sigma: float = 1.0  # std of the Gaussian image likelihood (images are z-scored)
     concentration_floor: float = 1e-2

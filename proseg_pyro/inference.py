@@ -52,20 +52,42 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
 
 
 @torch.no_grad()
+def aggregate_concentration(guide: ProSegGuide) -> torch.Tensor:
+    """alpha* (T,): the Dirichlet matching the mean and second moments of the raters' mixture
+    ``(1/R) sum_r q(tau | r)``, so prior draws fall where the raters' preferences lie."""
+    raters = torch.arange(guide.config.num_raters, device=guide.tau_concentration_raw.device)
+    posterior = guide.tau_dist(raters)
+    mean = posterior.mean.mean(0)
+    second = (posterior.variance + posterior.mean ** 2).mean(0)
+    precision = (mean * (1 - mean) / (second - mean ** 2)).mean() - 1
+    return mean * precision.clamp_min(1e-3)
+
+
+def _prior_tau(model: ProSegModel, guide: ProSegGuide, alpha: float | None, like: torch.Tensor) -> dist.Distribution:
+    """Dir(alpha*) for prior sampling: ``alpha`` if given, else the config's ``alpha_star``, else the
+    raters' aggregate (:func:`aggregate_concentration`); a non-Dirichlet tau uses the model's prior."""
+    config = model.config
+    if config.tau_prior != "dirichlet":
+        return model.tau_prior()
+    alpha = alpha if alpha is not None else config.alpha_star
+    if alpha is None:
+        return dist.Dirichlet(aggregate_concentration(guide).to(like))
+    return dist.Dirichlet(like.new_full((config.tau_dim,), alpha))
+
+
+@torch.no_grad()
 def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: int, alpha: float | None = None,
           return_class_probs: bool = False, return_raters: bool = False, max_elements: int = 2 ** 27):
     """Diverse samples: tau* ~ Dir(alpha*), i = argmax classifier(tau*), z ~ q(z_i | x), p(y | tau*, z).
 
     ``x`` (B, C, H, W). Returns foreground probabilities (S, B, H, W) (class probabilities
     (S, B, H, W, K) with ``return_class_probs``), and with ``return_raters`` also the chosen rater
-    per sample (S, B). ``alpha`` defaults to the config's ``alpha_star`` (else ``alpha0``); with a
-    non-Dirichlet tau prior, tau* is drawn from the model's prior.
+    per sample (S, B). ``alpha`` (a symmetric concentration) defaults to the config's ``alpha_star``,
+    and without one to the Dirichlet fitted to the raters' posteriors.
     """
     config = model.config
     batch = x.shape[0]
-    alpha = alpha if alpha is not None else (config.alpha_star if config.alpha_star is not None else config.alpha0)
-    tau_p = (dist.Dirichlet(x.new_full((config.tau_dim,), alpha)) if config.tau_prior == "dirichlet"
-             else model.tau_prior())
+    tau_p = _prior_tau(model, guide, alpha, x)
     z_q = guide.z_dist(x)  # batch (B, 1) or (B, R)
     loc, scale = z_q.base_dist.loc, z_q.base_dist.scale
     per_sample = batch * (math.prod(z_q.event_shape) + config.num_classes * math.prod(x.shape[-2:]))

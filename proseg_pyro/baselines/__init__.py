@@ -7,10 +7,10 @@ crowdsourcing references live in :data:`CONSENSUS` (see :mod:`.crowd`).
 from __future__ import annotations
 
 from .. import methods
-from . import ablations, confusion, dpersona, pionono, prob_unet, tab, unet
+from . import ablations, confusion, dpersona, pionono, pooled_unet, prob_unet, tab, unet
 from .crowd import CONSENSUS
 
-for _method in (*ablations.METHODS, unet.METHOD, prob_unet.METHOD, dpersona.METHOD, *confusion.METHODS,
+for _method in (*ablations.METHODS, unet.METHOD, pooled_unet.METHOD, prob_unet.METHOD, dpersona.METHOD, *confusion.METHODS,
                 pionono.METHOD, tab.METHOD):
     methods.register(_method)
 
