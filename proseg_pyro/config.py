@@ -46,7 +46,9 @@ class ProSegConfig:
     # priors and likelihoods
     tau_prior: str = "dirichlet"
     alpha0: float = 1.0  # Dirichlet concentration of the tau prior (each of the T entries)
-    alpha_star: float | None = None  # prior-sampling concentration; None: fitted to the raters' q(tau | r)
+    # prior sampling tau* ~ Dir(alpha_star); None: the Dirichlet fitted to the raters' q(tau | r)
+    # (smoother: on the built-in set prior GED 0.124 and d_pp 0.29 vs 0.117 and 0.33 with 0.1)
+    alpha_star: float | None = 0.1
     y_likelihood: str = "categorical"
     x_sigma: float = 1.0  # std of the Gaussian image likelihood (images are z-scored)
     concentration_floor: float = 1e-2
