@@ -29,6 +29,8 @@ class ProSegConfig:
     num_classes: int = 2
     num_raters: int = 4
     rater_names: list[str] = field(default_factory=list)
+    # raters added after training (proseg_pyro.enrol): q(tau | r) only, slots R .. R + E - 1
+    enrolled_raters: list[str] = field(default_factory=list)
     resize: str = "crop"  # "crop" (crop/pad around the centre) or "resize" (bilinear images, nearest labels)
     intensity: str = "zscore"  # "zscore" per image (MRI) or "unit" min-max to [0, 1] (CT crops)
     augment: bool = True
@@ -106,6 +108,14 @@ class ProSegConfig:
             raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.rater_names and len(self.rater_names) != self.num_raters:
             raise ConfigError(f"config: {len(self.rater_names)} rater_names for num_raters={self.num_raters}")
+        enrolled = self.enrolled_raters
+        if not isinstance(enrolled, list) or not all(isinstance(name, str) and name for name in enrolled):
+            raise ConfigError(f"config: enrolled_raters must be a list of names, got {enrolled!r}")
+        if len(set(enrolled)) != len(enrolled) or set(enrolled) & set(self.rater_names):
+            raise ConfigError(f"config: enrolled_raters {enrolled} repeat a name (raters: {self.rater_names})")
+        if enrolled and self.z_head != "shared":
+            raise ConfigError("config: enrolled raters need z_head 'shared' (with per-rater z heads a rater's "
+                              "style lives in its head, which a new rater does not have)")
 
     # --- JSON round trip -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,9 @@ class ProSegGuide(PyroModule):
 
     * ``q(tau | r = i)``: Dirichlet(softplus(e_i) + floor), ``e_i`` a learned (T,) embedding of rater
       ``i`` (logistic-normal with a learned loc/scale when the config's ``tau_prior`` is
-      ``"logistic_normal"``, so prior and posterior share a family).
+      ``"logistic_normal"``, so prior and posterior share a family). The embedding has a row for each
+      of the R training raters and then one per ``config.enrolled_raters`` (added after training by
+      :mod:`proseg_pyro.enrol`); ``forward``, and so the training ELBO, uses the first R only.
     * ``q(z | x)``: Normal(loc(x), scale(x)) per pixel from a U-Net backbone. With ``z_head="shared"``
       (default) one head serves all raters, so a rater's style can only reach the annotation
       through ``tau``; ``z_head="per_rater"`` gives each rater its own head, as the released code.
@@ -37,16 +39,17 @@ class ProSegGuide(PyroModule):
         c = config
         self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
         self.z_heads = GaussianHeads(c.feature_channels, c.z_channels, c.num_raters if c.z_head == "per_rater" else 1)
+        raters = c.num_raters + len(c.enrolled_raters)
         if c.tau_prior == "dirichlet":
-            self.tau_concentration_raw = nn.Parameter(_inverse_softplus(self._initial_concentration()))
+            self.tau_concentration_raw = nn.Parameter(_inverse_softplus(self._initial_concentration(raters)))
         else:
-            self.tau_loc = nn.Parameter(0.5 * torch.randn(c.num_raters, c.tau_dim - 1))
-            self.tau_scale_raw = nn.Parameter(torch.full((c.num_raters, c.tau_dim - 1), _inverse_softplus(
+            self.tau_loc = nn.Parameter(0.5 * torch.randn(raters, c.tau_dim - 1))
+            self.tau_scale_raw = nn.Parameter(torch.full((raters, c.tau_dim - 1), _inverse_softplus(
                 torch.tensor(0.5)).item()))
 
-    def _initial_concentration(self) -> torch.Tensor:
-        """Rater ``a`` starts at 1.0 on entries ``a`` and ``a + T/2`` (mod T) and 0.1 elsewhere: (R, T)."""
-        raters, dim = self.config.num_raters, self.config.tau_dim
+    def _initial_concentration(self, raters: int) -> torch.Tensor:
+        """Rater ``a`` starts at 1.0 on entries ``a`` and ``a + T/2`` (mod T) and 0.1 elsewhere: (raters, T)."""
+        dim = self.config.tau_dim
         start = torch.full((raters, dim), 0.1)
         for rater in range(raters):
             start[rater, rater % dim] = 1.0
@@ -54,7 +57,7 @@ class ProSegGuide(PyroModule):
         return start
 
     def tau_dist(self, raters: torch.Tensor) -> dist.Distribution:
-        """q(tau | r): ``raters`` (N,) long -> batch (N,), event (T,)."""
+        """q(tau | r): ``raters`` (N,) long, training or enrolled slots -> batch (N,), event (T,)."""
         if self.config.tau_prior == "dirichlet":
             concentration = F.softplus(self.tau_concentration_raw[raters]) + self.config.concentration_floor
             return dist.Dirichlet(concentration)
