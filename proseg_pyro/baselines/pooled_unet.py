@@ -7,40 +7,23 @@ rater styles nor diversity. Every personalised and prior sample is that one pred
 """
 from __future__ import annotations
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
-from ..likelihoods import Y_LIKELIHOODS
-from ..networks import UNet
-from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method, foreground
+from .common import EmptyGuide, deterministic_method
+from .unet import DirectSegmentation
 
 
-class PooledUNet(PyroModule):
+class PooledUNet(DirectSegmentation):
     """One U-Net for all raters: logits (B, 1, H, W, K_out), broadcast over the rater plate."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__()
-        self.config = config
-        self.y_family = Y_LIKELIHOODS[config.y_likelihood]
-        self.net = UNet(config.in_channels, self.y_family.channels(config.num_classes), config.base_channels,
-                        config.depth)
+        super().__init__(config)
+        self.net = self._unet()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, C, H, W) -> (B, 1, H, W, K_out)."""
         return self.net(x).movedim(1, -1).unsqueeze(1)
-
-    def rater_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """The same foreground probability for every rater: (B, R, H, W)."""
-        probs = foreground(self.y_family.probs(self.logits(x)))
-        return probs.expand(-1, self.config.num_raters, -1, -1)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        logits = self.logits(x)
-        with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.weight_y):
-            return pyro.sample("y", self.y_family.dist(logits), obs=as_observation(y, x))
 
 
 METHOD = deterministic_method(

@@ -24,28 +24,46 @@ from ..networks import UNet
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method, foreground
 
 
-class PerRaterUNet(PyroModule):
-    """R U-Nets, network ``i`` predicting rater ``i``'s annotation: logits (B, R, H, W, K_out)."""
+class DirectSegmentation(PyroModule):
+    """Annotations straight from the image, no latent: ``y_bi ~ p(y | logits(x_b)_i)``.
+
+    Subclasses build their networks and define :meth:`logits`: (B, R, H, W, K_out), or
+    (B, 1, H, W, K_out) for one prediction shared by every rater.
+    """
 
     def __init__(self, config: ProSegConfig):
         super().__init__()
         self.config = config
         self.y_family = Y_LIKELIHOODS[config.y_likelihood]
-        self.nets = nn.ModuleList([UNet(config.in_channels, self.y_family.channels(config.num_classes),
-                                        config.base_channels, config.depth) for _ in range(config.num_raters)])
+
+    def _unet(self) -> UNet:
+        c = self.config
+        return UNet(c.in_channels, self.y_family.channels(c.num_classes), c.base_channels, c.depth)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, H, W) -> (B, R, H, W, K_out)."""
-        return torch.stack([net(x) for net in self.nets], dim=1).movedim(2, -1)
+        raise NotImplementedError
 
     def rater_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Foreground probability in each rater's style: (B, R, H, W)."""
-        return foreground(self.y_family.probs(self.logits(x)))
+        probs = foreground(self.y_family.probs(self.logits(x)))
+        return probs.expand(-1, self.config.num_raters, -1, -1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         logits = self.logits(x)
         with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.weight_y):
             return pyro.sample("y", self.y_family.dist(logits), obs=as_observation(y, x))
+
+
+class PerRaterUNet(DirectSegmentation):
+    """R U-Nets, network ``i`` predicting rater ``i``'s annotation: logits (B, R, H, W, K_out)."""
+
+    def __init__(self, config: ProSegConfig):
+        super().__init__(config)
+        self.nets = nn.ModuleList([self._unet() for _ in range(config.num_raters)])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, H, W) -> (B, R, H, W, K_out)."""
+        return torch.stack([net(x) for net in self.nets], dim=1).movedim(2, -1)
 
 
 METHOD = deterministic_method(
