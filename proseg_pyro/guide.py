@@ -11,6 +11,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ProSegConfig
+from .fused_normal import FusedNormal
 from .networks import GaussianHeads, UNet
 
 pyro.settings.set(module_local_params=True)
@@ -70,7 +71,7 @@ class ProSegGuide(PyroModule):
         loc, scale = self.z_heads(self.backbone(x))
         if raters is not None and self.z_heads.heads > 1:
             loc, scale = loc[..., raters, :, :, :], scale[..., raters, :, :, :]
-        return dist.Normal(loc, scale).to_event(3)
+        return FusedNormal(loc, scale).to_event(3)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         """Same signature and plates as the model; samples ``tau`` and ``z`` only."""

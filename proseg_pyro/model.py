@@ -8,6 +8,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from .config import ProSegConfig
+from .fused_normal import FusedNormal
 from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS
 from .networks import ImageDecoder, RaterClassifier, SegmentationPredictor
 
@@ -51,11 +52,11 @@ class ProSegModel(PyroModule):
     def z_prior(self, height: int, width: int) -> dist.Distribution:
         """p(z) = Normal(0, I): event (Cz, H, W)."""
         shape = (self.config.z_channels, height, width)
-        return dist.Normal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
+        return FusedNormal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
 
     def x_likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z_i): ``z`` (..., R, Cz, H, W) -> batch (..., R), event (C, H, W)."""
-        return dist.Normal(self.image_decoder(z), self.config.x_sigma).to_event(3)
+        return FusedNormal(self.image_decoder(z), self.config.x_sigma).to_event(3)
 
     def r_likelihood(self, tau: torch.Tensor) -> dist.Distribution:
         """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
