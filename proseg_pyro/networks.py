@@ -10,13 +10,19 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
-def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3) -> torch.Tensor:
-    """Apply ``module`` to ``x`` (..., *event) by flattening the leading dims into one batch dim."""
+def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3, channels_last: bool = False) -> torch.Tensor:
+    """Apply ``module`` to ``x`` (..., *event) by flattening the leading dims into one batch dim.
+
+    ``channels_last`` hands ``module`` its (N, C, H, W) input in channels-last memory: convolutions
+    with few channels run 2-3x faster that way on a CPU (the values are the same up to rounding).
+    """
     lead = x.shape[:-event_dims]
-    out = module(x.reshape(-1, *x.shape[-event_dims:]))
+    flat = x.reshape(-1, *x.shape[-event_dims:])
+    out = module(flat.contiguous(memory_format=torch.channels_last) if channels_last else flat)
     return out.reshape(*lead, *out.shape[1:])
 
 
@@ -37,10 +43,16 @@ class ConvBlock(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """U-Net: (..., C_in, H, W) -> (..., C_out, H, W), ``depth`` poolings, widths ``base * 2**level``."""
+    """U-Net: (..., C_in, H, W) -> (..., C_out, H, W), ``depth`` poolings, widths ``base * 2**level``.
 
-    def __init__(self, in_channels: int, out_channels: int, base: int = 16, depth: int = 3):
+    With ``checkpoint`` a pass that records gradients keeps only the input and recomputes the
+    activations in the backward pass: the same gradients, less peak memory, one more forward pass.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, base: int = 16, depth: int = 3,
+                 checkpoint: bool = False):
         super().__init__()
+        self.checkpoint = checkpoint
         widths = [base * 2 ** level for level in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(in_channels, widths[0])] +
                                   [ConvBlock(widths[i], widths[i + 1]) for i in range(depth)])
@@ -58,6 +70,9 @@ class UNet(nn.Module):
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(run_flat, self._forward, x, use_reentrant=False,
+                                                     preserve_rng_state=False)
         return run_flat(self._forward, x)
 
 
@@ -83,6 +98,8 @@ class GaussianHeads(nn.Module):
         repeated = features.repeat_interleave(self.heads, dim=-3) if self.heads > 1 else features
         out = run_flat(self.conv, repeated)
         out = out.reshape(*out.shape[:-3], self.heads, 2, self.z_channels, *out.shape[-2:])
+        if torch.is_autocast_enabled(out.device.type):  # the latent is sampled in float32 all the same
+            out = out.float()
         loc, raw_scale = out.unbind(-4)
         return loc, F.softplus(raw_scale) + 1e-3
 
@@ -96,7 +113,8 @@ class PerRaterRemap(nn.Module):
         self.bias = nn.Parameter(torch.zeros(raters, out_channels, 1, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("rdc,...rchw->...rdhw", self.weight, z) + self.bias
+        # A batched matmul over flattened pixels: autograd keeps ``z`` itself, not a permuted copy.
+        return torch.matmul(self.weight, z.flatten(-2)).unflatten(-1, z.shape[-2:]) + self.bias
 
 
 class ImageDecoder(nn.Module):
@@ -108,11 +126,11 @@ class ImageDecoder(nn.Module):
     def __init__(self, raters: int, z_channels: int, hidden: int, out_channels: int):
         super().__init__()
         self.remap = PerRaterRemap(raters, z_channels, hidden)
-        self.shared = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-                                    nn.Conv2d(hidden, out_channels, 3, padding=1))
+        self.shared = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 3, padding=1),
+                                    nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return run_flat(self.shared, self.remap(z))
+        return run_flat(self.shared, self.remap(z), channels_last=True)
 
 
 class RaterClassifier(nn.Module):
@@ -138,8 +156,12 @@ class SegmentationPredictor(nn.Module):
         super().__init__()
         self.from_z = nn.Conv2d(z_channels, hidden, kernel, padding=kernel // 2)
         self.from_tau = nn.Linear(tau_dim, hidden, bias=False)
-        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_channels))
+        self.rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, out_channels))
 
     def forward(self, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        hidden = run_flat(self.from_z, z).movedim(-3, -1) + self.from_tau(tau)[..., None, None, :]
+        # A channels-last convolution's output is already (..., H, W, hidden) in memory, as the
+        # linear layers read it (contiguous() then copies nothing).
+        hidden = run_flat(self.from_z, z, channels_last=True).movedim(-3, -1).contiguous()
+        hidden = hidden + self.from_tau(tau)[..., None, None, :]
         return self.rest(hidden)
