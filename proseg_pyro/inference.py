@@ -28,6 +28,37 @@ def _foreground(class_probs: torch.Tensor, return_class_probs: bool) -> torch.Te
     return class_probs if return_class_probs else 1.0 - class_probs[..., 0]
 
 
+def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,
+             tile: int = 2 ** 20) -> torch.Tensor:
+    """:func:`_foreground` of p(y | tau, z) for ``tau`` (..., T) and ``z`` (..., Cz, H, W).
+
+    The predictor runs on a few maps at a time (about ``tile`` latent values): its per-pixel
+    intermediates then stay in cache, which halves its time on a CPU against one pass over a chunk.
+    """
+    lead = z.shape[:-3]
+    tau, z = tau.reshape(-1, tau.shape[-1]), z.reshape(-1, *z.shape[-3:])
+    step = max(1, tile // z[0].numel())
+    out = torch.cat([_foreground(model.class_probs(tau[start:start + step], z[start:start + step]),
+                                 return_class_probs) for start in range(0, len(z), step)])
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) -> torch.Tensor:
+    """z ~ q(z_i | x) for each sample's rater i: ``loc``/``scale`` (B, 1 or R, Cz, H, W), ``rater``
+    (s, B) -> (s, B, Cz, H, W). A shared head is broadcast, per-rater heads are gathered with
+    ``index_select``: no per-sample copies of the parameters for the shared head."""
+    samples, batch = rater.shape
+    if loc.shape[1] == 1:
+        mean, std = loc[:, 0], scale[:, 0]
+    else:
+        rows = (torch.arange(batch, device=rater.device) * loc.shape[1] + rater).flatten()
+        mean = loc.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
+        std = scale.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
+    # what Normal(mean, std).sample() computes, without checking the expanded std element by element
+    noise = torch.empty((samples, batch, *loc.shape[2:]), dtype=loc.dtype, device=loc.device)
+    return noise.normal_().mul_(std).add_(mean)
+
+
 @torch.no_grad()
 def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters, num_samples: int,
                  return_class_probs: bool = False, max_elements: int = 2 ** 27) -> torch.Tensor:
@@ -41,13 +72,13 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     tau_q = guide.tau_dist(raters)  # batch (N,)
     z_q = guide.z_dist(x, raters)  # batch (B, 1) or (B, N)
     z_q = dist.Normal(z_q.base_dist.loc.expand(batch, count, *z_q.event_shape),
-                      z_q.base_dist.scale.expand(batch, count, *z_q.event_shape)).to_event(3)
+                      z_q.base_dist.scale.expand(batch, count, *z_q.event_shape), validate_args=False).to_event(3)
     per_sample = batch * count * (math.prod(z_q.event_shape) + model.config.num_classes * math.prod(x.shape[-2:]))
     out = []
     for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
         tau = tau_q.sample((size, batch))  # (s, B, N, T)
         z = z_q.sample((size,))  # (s, B, N, Cz, H, W)
-        out.append(_foreground(model.class_probs(tau, z), return_class_probs))
+        out.append(_predict(model, tau, z, return_class_probs))
     return torch.cat(out)
 
 
@@ -95,10 +126,8 @@ def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: 
     for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
         tau = tau_p.sample((size, batch))  # (s, B, T)
         rater = model.classifier(tau).argmax(-1)  # (s, B)
-        head = rater if loc.shape[1] > 1 else torch.zeros_like(rater)
-        images = torch.arange(batch, device=x.device).expand_as(head)
-        z = dist.Normal(loc[images, head], scale[images, head]).sample()  # (s, B, Cz, H, W)
-        probs.append(_foreground(model.class_probs(tau, z), return_class_probs))
+        z = _chosen_latent(loc, scale, rater)  # (s, B, Cz, H, W)
+        probs.append(_predict(model, tau, z, return_class_probs))
         chosen.append(rater)
     probs = torch.cat(probs)
     return (probs, torch.cat(chosen)) if return_raters else probs
