@@ -4,11 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import torch
 
+from proseg_pyro import distributed
+from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.compare import TRAINABLE
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.device import resolve_device
-from proseg_pyro.train import fit
+from proseg_pyro.train import TrainResult, fit
 
 from .common import data_options, load_source, nonempty_split, read_config
 from .main import cli
@@ -18,6 +21,23 @@ def config_for_data(config, slices: SliceSet):
     """The config with the dataset's raters, channels and classes filled in."""
     return config.replace(num_raters=len(slices.raters), rater_names=list(slices.raters),
                           in_channels=slices.images.shape[1], num_classes=len(slices.classes))
+
+
+def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: torch.device,
+             resume: bool) -> TrainResult:
+    """One rank of a data-parallel run: join the process group, train, leave."""
+    rank = distributed.setup(device)
+    try:
+        return fit(config, train_set, val_set, out, device=distributed.rank_device(device), resume=resume,
+                   progress=rank.is_main)
+    finally:
+        distributed.teardown()
+
+
+def _best(out: Path) -> TrainResult:
+    """The best epoch of the run in ``out``, read from its last checkpoint."""
+    state = read_checkpoint(out / "last.pt")
+    return TrainResult(out, state["history"], state["best_epoch"], state["best_val_loss"])
 
 
 @cli.command()
@@ -36,15 +56,32 @@ def config_for_data(config, slices: SliceSet):
 @click.option("--method", type=click.Choice(TRAINABLE),
               help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
                    "training: `compare` evaluates them).")
-def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method):
+@click.option("--ddp", is_flag=True,
+              help="Data-parallel training (DistributedDataParallel), the result of one process. Under torchrun "
+                   "each process is a rank; otherwise --nproc local processes are started.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Processes for --ddp outside torchrun (default: the GPUs with --device cuda, else 2).")
+def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method,
+          ddp, nproc):
     """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
     device = resolve_device(device)
+    under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
     config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")
-    click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
-               f"device {device}")
-    result = fit(config, train_set, val_set, out, device=device, resume=resume)
-    click.echo(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.2f}); wrote {out}/best.pt")
+    if main_rank:
+        click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
+                   f"device {device}")
+    if under_torchrun:
+        result = fit_rank(config, train_set, val_set, out, device, resume)
+    elif ddp:
+        processes = nproc or (torch.cuda.device_count() if device.type == "cuda" else 2)
+        distributed.spawn(fit_rank, processes, config, train_set, val_set, out, device, resume)
+        result = _best(out)
+    else:
+        result = fit(config, train_set, val_set, out, device=device, resume=resume)
+    if main_rank:
+        click.echo(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.2f}); "
+                   f"wrote {out}/best.pt")

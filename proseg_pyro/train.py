@@ -2,10 +2,15 @@
 
 Validation ELBO each epoch, early stopping, ``best.pt``/``last.pt`` checkpoints (with optimiser and
 RNG states, so a resumed run continues exactly), a CSV log, and a clear stop on a non-finite loss.
+The ELBO's samples of each image come from a seed of its own (run seed, epoch, position in the
+epoch), so in a process group (``torchrun``, see :mod:`proseg_pyro.distributed`), where the ELBO
+module runs under ``DistributedDataParallel`` on each rank's shard of every batch, a run ends
+where one process ends.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import time
@@ -17,12 +22,14 @@ import pyro
 import torch
 from pyro.nn import PyroModule
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import config_of, read_checkpoint, save_checkpoint
 from .config import ProSegConfig
 from .data.slices import SliceSet
 from .data.transforms import JointAugment
+from .distributed import ImageNoise, Rank, current
 from .errors import CheckpointError, ProSegError
 from .io_utils import atomic_write_text
 from .methods import get_method
@@ -32,6 +39,8 @@ class TrainingError(ProSegError):
     """Training cannot go on (for example the loss became NaN); the last good checkpoint is kept."""
 
 
+# Noise streams of ImageNoise: validation, and training epoch e as e + 1.
+VALIDATION_STREAM = 0
 # Config values a resumed run may change: they decide how long it trains, not what a step computes.
 RESUMABLE_KEYS = ("epochs", "patience", "num_workers")
 TRAINING_STATE = ("optimizer", "rng", "epoch", "history", "best_epoch", "best_val_loss", "stale_epochs")
@@ -63,17 +72,73 @@ def as_tensors(slices: SliceSet, device: torch.device | str) -> tuple[torch.Tens
             torch.as_tensor(slices.mask, dtype=torch.bool, device=device))
 
 
+def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], positions: torch.Tensor,
+                          noise: tuple[int, int, int]) -> torch.Tensor:
+    """``elbo(*batch)`` with each image's latents drawn from its own seed (:class:`ImageNoise`).
+
+    ``positions`` (N,) identify the images; ``noise`` is (seed, stream, global batch number). The
+    global RNG state is left as it was.
+    """
+    device = batch[0].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            ImageNoise(*noise[:2], positions.tolist(), noise[2]):
+        return elbo(*batch)
+
+
 @torch.no_grad()
-def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size: int, seed: int) -> float:
-    """Negative ELBO per image over ``data``, with a fixed seed so epochs compare fairly."""
-    images, labels, mask = data
+def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size: int, seed: int,
+                    rank: Rank = Rank()) -> float:
+    """Negative ELBO per image over ``data``; every image draws the same noise each epoch, so
+    epochs compare fairly. In a process group each rank scores its shard and the sums are added."""
+    positions = rank.shard(torch.arange(len(data[0])))
     total = 0.0
-    with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(images), batch_size):
-            stop = start + batch_size
-            total += float(elbo(images[start:stop], labels[start:stop], mask[start:stop]))
-    return total / len(images)
+    for number, start in enumerate(range(0, len(positions), batch_size)):
+        part = positions[start:start + batch_size]
+        batch = tuple(t[part.to(t.device)] for t in data)
+        total += float(elbo_with_image_noise(elbo, batch, part, (seed, VALIDATION_STREAM, number)))
+    return rank.sum(total, data[0].device) / len(data[0])
+
+
+def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
+           positions: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """This rank's part of a global ``batch`` (images, labels, mask) and of the images' ``positions``.
+
+    A rank left without images (a last batch smaller than the world) takes image 0 with every
+    rater masked out: it adds nothing to the loss or the gradients, and keeps the ranks' collective
+    calls in step.
+    """
+    if not rank.parallel:
+        return batch, positions
+    index = rank.shard(torch.arange(len(positions)))
+    if len(index):
+        return tuple(t[index.to(t.device)] for t in batch), positions[index]
+    images, labels, mask = (t[:1] for t in batch)
+    return (images, labels, torch.zeros_like(mask)), positions[:1]
+
+
+def train_step(train_elbo: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
+               positions: torch.Tensor, noise: tuple[int, int, int], grad_clip: float,
+               check: Callable[[float, str], None], rank: Rank = Rank(), amp: bool = False) -> float:
+    """One SVI step on a global ``batch`` (images, labels, mask) whose images sit at ``positions``
+    (N,) of the epoch: this rank's shard through the ELBO with per-image ``noise`` (see
+    :func:`elbo_with_image_noise`), backward, gradient clipping (0: none), optimiser step.
+
+    ``check(value, what)`` sees the global loss before the backward pass and the gradient norm
+    before the step, and raises to stop. Returns the global loss per image.
+    """
+    shard, shard_positions = _shard(rank, batch, positions)
+    with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=amp):
+        elbo_sum = elbo_with_image_noise(train_elbo, shard, shard_positions, noise)
+    # DDP averages the ranks' gradients: each rank's loss is its shard's ELBO x world / global batch.
+    loss = elbo_sum * rank.world_size / len(positions)
+    loss_value = rank.sum(elbo_sum.item(), batch[0].device) / len(positions)
+    check(loss_value, "loss")
+    optimizer.zero_grad()
+    loss.backward()
+    # With grad_clip 0 this only measures: a finite loss can still have a NaN gradient.
+    check(float(nn.utils.clip_grad_norm_(train_elbo.parameters(), grad_clip or math.inf)), "gradient norm")
+    optimizer.step()
+    return loss_value
 
 
 def resume_state(path: Path, config: ProSegConfig, device: torch.device) -> dict:
@@ -108,15 +173,20 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out_dir: str | Path,
         device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
-        stop_after: int | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+        stop_after: int | None = None, on_epoch: Callable[[dict], None] | None = None,
+        amp: bool = False) -> TrainResult:
     """Train ``config.method`` on ``train_set`` and write ``best.pt``, ``last.pt``, ``config.json``, ``log.csv``.
 
     ``resume`` continues from ``out_dir/last.pt`` (a run of the same config, but for
     ``RESUMABLE_KEYS``); ``stop_after`` ends the run after that many
-    epochs in total (as if interrupted), used to test resuming.
+    epochs in total (as if interrupted), used to test resuming. ``amp`` runs the ELBO's forward pass
+    under bfloat16 autocast (a non-finite loss still stops the run). In a process group every rank
+    calls ``fit`` with the same arguments (its own ``device``); rank 0 writes the files.
     """
+    rank = current()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model, guide, elbo = build(config, device)
     optimizer = torch.optim.Adam(elbo.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -137,12 +207,16 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         result.history = list(state["history"])
         result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
         stale_epochs = state["stale_epochs"]
-    config.to_json(out_dir / "config.json")
+    if rank.is_main:
+        config.to_json(out_dir / "config.json")
+    train_elbo = (DistributedDataParallel(elbo, device_ids=[device] if device.type == "cuda" else None)
+                  if rank.parallel else elbo)
 
     train = as_tensors(train_set, device)
     val = as_tensors(val_set, device) if val_set is not None and len(val_set) else None
     last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
-    bar = tqdm(range(start_epoch, last_epoch), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(start_epoch, last_epoch), desc="train", unit="epoch", disable=not (progress and rank.is_main),
+               leave=False)
     for epoch in bar:
         if stale_epochs >= config.patience:
             break
@@ -150,25 +224,19 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         elbo.train()
         order = torch.randperm(len(train[0]), generator=shuffle)
         epoch_loss, seen = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
+        check = functools.partial(_stop_unless_finite, epoch=epoch, out_dir=out_dir)
+        for number, start in enumerate(range(0, len(order), config.batch_size)):
             index = order[start:start + config.batch_size].to(device)
             images, labels, mask = (t[index] for t in train)
-            if augment is not None:
+            if augment is not None:  # drawn for the global batch, alike on every rank
                 images, labels = augment(images, labels, generator=shuffle)
-            loss = elbo(images, labels, mask) / len(index)
-            loss_value = loss.item()
-            _stop_unless_finite(loss_value, "loss", epoch, out_dir)
-            optimizer.zero_grad()
-            loss.backward()
-            # With grad_clip 0 this only measures: a finite loss can still have a NaN gradient.
-            grad_norm = nn.utils.clip_grad_norm_(elbo.parameters(), config.grad_clip or math.inf)
-            _stop_unless_finite(float(grad_norm), "gradient norm", epoch, out_dir)
-            optimizer.step()
+            loss_value = train_step(train_elbo, optimizer, (images, labels, mask), start + torch.arange(len(index)),
+                                    (config.seed, epoch + 1, number), config.grad_clip, check, rank, amp)
             epoch_loss += loss_value * len(index)
             seen += len(index)
         elbo.eval()
         row = {"epoch": epoch, "train_loss": epoch_loss / seen,
-               "val_loss": validation_loss(elbo, val, config.batch_size, config.seed) if val else float("nan"),
+               "val_loss": validation_loss(elbo, val, config.batch_size, config.seed, rank) if val else float("nan"),
                "seconds": time.perf_counter() - tic}
         monitored = row["val_loss"] if val else row["train_loss"]
         improved = monitored < result.best_val_loss
@@ -177,18 +245,19 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         else:
             stale_epochs += 1
         result.history.append(row)
-        content = dict(method=config.method, config=config.to_dict(), model=model.state_dict(),
-                       guide=guide.state_dict(), epoch=epoch, metrics=row)
-        if improved:
-            save_checkpoint(out_dir / "best.pt", **content)
-        rng = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(out_dir / "last.pt", **content, optimizer=optimizer.state_dict(), rng=rng,
-                        history=result.history, best_epoch=result.best_epoch,
-                        best_val_loss=result.best_val_loss, stale_epochs=stale_epochs)
-        _write_log(out_dir / "log.csv", result.history)
-        bar.set_postfix(train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
+        if rank.is_main:
+            content = dict(method=config.method, config=config.to_dict(), model=model.state_dict(),
+                           guide=guide.state_dict(), epoch=epoch, metrics=row)
+            if improved:
+                save_checkpoint(out_dir / "best.pt", **content)
+            rng = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+            save_checkpoint(out_dir / "last.pt", **content, optimizer=optimizer.state_dict(), rng=rng,
+                            history=result.history, best_epoch=result.best_epoch,
+                            best_val_loss=result.best_val_loss, stale_epochs=stale_epochs)
+            _write_log(out_dir / "log.csv", result.history)
+            bar.set_postfix(train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
         if on_epoch is not None:
             on_epoch(row)
     return result
