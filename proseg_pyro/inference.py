@@ -43,6 +43,12 @@ def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_clas
     return out.reshape(*lead, *out.shape[1:])
 
 
+def _normal(mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """What ``Normal(mean, std).sample()`` draws for ``shape`` (the same numbers from the same RNG
+    state), without checking the broadcast ``std`` element by element."""
+    return torch.empty(shape, dtype=mean.dtype, device=mean.device).normal_().mul_(std).add_(mean)
+
+
 def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) -> torch.Tensor:
     """z ~ q(z_i | x) for each sample's rater i: ``loc``/``scale`` (B, 1 or R, Cz, H, W), ``rater``
     (s, B) -> (s, B, Cz, H, W). A shared head is broadcast, per-rater heads are gathered with
@@ -54,9 +60,7 @@ def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) 
         rows = (torch.arange(batch, device=rater.device) * loc.shape[1] + rater).flatten()
         mean = loc.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
         std = scale.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
-    # what Normal(mean, std).sample() computes, without checking the expanded std element by element
-    noise = torch.empty((samples, batch, *loc.shape[2:]), dtype=loc.dtype, device=loc.device)
-    return noise.normal_().mul_(std).add_(mean)
+    return _normal(mean, std, (samples, batch, *loc.shape[2:]))
 
 
 @torch.no_grad()
@@ -70,14 +74,13 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     raters = torch.as_tensor(list(raters), dtype=torch.long, device=x.device)
     batch, count = x.shape[0], len(raters)
     tau_q = guide.tau_dist(raters)  # batch (N,)
-    z_q = guide.z_dist(x, raters)  # batch (B, 1) or (B, N)
-    z_q = dist.Normal(z_q.base_dist.loc.expand(batch, count, *z_q.event_shape),
-                      z_q.base_dist.scale.expand(batch, count, *z_q.event_shape), validate_args=False).to_event(3)
-    per_sample = batch * count * (math.prod(z_q.event_shape) + model.config.num_classes * math.prod(x.shape[-2:]))
+    z_q = guide.z_dist(x, raters).base_dist  # batch (B, 1 or N, Cz, H, W)
+    event = z_q.loc.shape[-3:]
+    per_sample = batch * count * (math.prod(event) + model.config.num_classes * math.prod(x.shape[-2:]))
     out = []
     for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
         tau = tau_q.sample((size, batch))  # (s, B, N, T)
-        z = z_q.sample((size,))  # (s, B, N, Cz, H, W)
+        z = _normal(z_q.loc, z_q.scale, (size, batch, count, *event))  # (s, B, N, Cz, H, W)
         out.append(_predict(model, tau, z, return_class_probs))
     return torch.cat(out)
 
