@@ -99,7 +99,8 @@ def _train(data: Path, config: Path, out: Path, *extra: str) -> subprocess.Popen
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     argv = [sys.executable, "-c", TRAIN_COMMAND, "train", "--data", str(data), "--config", str(config),
             "--out", str(out), "--device", "cpu", *extra]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            encoding="utf-8", errors="replace")  # progress bars print non-ASCII
 
 
 def _finish(process: subprocess.Popen) -> None:
