@@ -120,14 +120,35 @@ def _seed(*key: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
 
 
-def _select(fn, dim: int, index: int):
-    """The distribution ``fn`` at ``index`` of its batch dim ``dim`` (negative): same family."""
+def _split(fn, dim: int) -> list:
+    """``fn`` cut along its batch dim ``dim`` (negative) into distributions of the same family."""
     if isinstance(fn, torch.distributions.Independent):
-        return torch.distributions.Independent(_select(fn.base_dist, dim - fn.reinterpreted_batch_ndims, index),
-                                               fn.reinterpreted_batch_ndims)
+        return [torch.distributions.Independent(part, fn.reinterpreted_batch_ndims)
+                for part in _split(fn.base_dist, dim - fn.reinterpreted_batch_ndims)]
     offset = dim - len(fn.event_shape)
-    params = {name: getattr(fn, name).select(offset, index) for name in fn.arg_constraints}
-    return type(fn)(**params, validate_args=False)
+    params = {name: getattr(fn, name).unbind(offset) for name in fn.arg_constraints}
+    return [type(fn)(**{name: values[index] for name, values in params.items()}, validate_args=False)
+            for index in range(fn.batch_shape[dim])]
+
+
+def _draw_per_seed(fn, dim: int, seeds: list[int]) -> torch.Tensor:
+    """A sample of ``fn`` whose slice ``b`` along its batch dim ``dim`` is drawn from ``seeds[b]``:
+    the numbers ``fn`` restricted to that slice would draw after ``torch.manual_seed(seeds[b])``."""
+    value_dim = dim - len(fn.event_shape)
+    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+    if isinstance(base, torch.distributions.Normal):  # loc + eps * scale: one differentiable op over all
+        shape = list(fn.shape())
+        del shape[value_dim]
+        noise = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            noise.append(torch.empty(shape, dtype=base.loc.dtype, device=base.loc.device).normal_())
+        return base.loc + torch.stack(noise, value_dim) * base.scale
+    parts = []
+    for seed, part in zip(seeds, _split(fn, dim)):
+        torch.manual_seed(seed)
+        parts.append(part.rsample() if fn.has_rsample else part.sample())
+    return torch.stack(parts, value_dim)
 
 
 class ImageNoise(Messenger):
@@ -152,16 +173,10 @@ class ImageNoise(Messenger):
             return  # observed, already drawn, or a plate's subsample indices
         site = self.sites
         self.sites += 1
-        draw = fn.rsample if fn.has_rsample else fn.sample
         frames = [frame for frame in msg["cond_indep_stack"] if frame.name == IMAGES_PLATE]
         if not frames:
             torch.manual_seed(_seed(self.seed, self.stream, 1, self.batch, site))
-            msg["value"] = draw()
+            msg["value"] = fn.rsample() if fn.has_rsample else fn.sample()
             return
-        dim = frames[0].dim
-        parts = []
-        for index, position in enumerate(self.positions):
-            torch.manual_seed(_seed(self.seed, self.stream, 0, position, site))
-            part = _select(fn, dim, index)
-            parts.append(part.rsample() if fn.has_rsample else part.sample())
-        msg["value"] = torch.stack(parts, dim - len(fn.event_shape))
+        seeds = [_seed(self.seed, self.stream, 0, position, site) for position in self.positions]
+        msg["value"] = _draw_per_seed(fn, frames[0].dim, seeds)

@@ -159,9 +159,16 @@ class SegmentationPredictor(nn.Module):
         self.rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, out_channels))
 
+    def _from_z(self, z: torch.Tensor) -> torch.Tensor:
+        """The first layer's z part, channels last as the linear layers read it: (..., H, W, hidden)."""
+        if self.from_z.kernel_size == (1, 1):
+            # a per-pixel matmul that reads z where it lies: autograd keeps z itself, not a copy
+            flat = z.reshape(-1, *z.shape[-3:]).flatten(-2)  # (N, Cz, H W)
+            weight = self.from_z.weight.flatten(1).t().expand(len(flat), -1, -1)
+            out = torch.bmm(flat.mT, weight).add_(self.from_z.bias)  # (N, H W, hidden)
+            return out.reshape(*z.shape[:-3], *z.shape[-2:], -1)
+        # a channels-last convolution's output is (..., H, W, hidden) in memory already
+        return run_flat(self.from_z, z, channels_last=True).movedim(-3, -1)
+
     def forward(self, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        # A channels-last convolution's output is already (..., H, W, hidden) in memory, as the
-        # linear layers read it (contiguous() then copies nothing).
-        hidden = run_flat(self.from_z, z, channels_last=True).movedim(-3, -1).contiguous()
-        hidden = hidden + self.from_tau(tau)[..., None, None, :]
-        return self.rest(hidden)
+        return self.rest(self._from_z(z) + self.from_tau(tau)[..., None, None, :])
