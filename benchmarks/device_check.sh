@@ -35,7 +35,7 @@ proseg bench --device cuda --repeats 5 --amp --json "$OUT/bench_cuda.json" 2>&1 
 step "training on the GPU (built-in set, 3 epochs at 128 x 128)"
 proseg train --device cuda --epochs 3 --image-size 128 --out "$OUT/run" 2>&1 | tee "$OUT/train.txt"
 
-step "data-parallel start on the GPU (one NCCL rank)"
+step "data-parallel training on the GPU (DDP over one NCCL rank)"
 proseg train --device cuda --ddp --nproc 1 --epochs 1 --image-size 64 --out "$OUT/run_ddp" 2>&1 | tee "$OUT/train_ddp.txt"
 
 step "evaluation with sampling on the GPU"

@@ -24,10 +24,12 @@ IMAGES_PLATE = "images"
 
 @dataclass(frozen=True)
 class Rank:
-    """This process's place in a data-parallel run (rank 0 of 1 without one)."""
+    """This process's place in a data-parallel run (rank 0 of 1 without one); ``grouped``: in a
+    process group (even one of a single rank)."""
 
     rank: int = 0
     world_size: int = 1
+    grouped: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -54,7 +56,7 @@ class Rank:
 def current() -> Rank:
     """The rank of this process in the default process group (rank 0 of 1 when there is none)."""
     if dist.is_available() and dist.is_initialized():
-        return Rank(dist.get_rank(), dist.get_world_size())
+        return Rank(dist.get_rank(), dist.get_world_size(), grouped=True)
     return Rank()
 
 

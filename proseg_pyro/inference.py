@@ -29,7 +29,7 @@ def _foreground(class_probs: torch.Tensor, return_class_probs: bool) -> torch.Te
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,
-             tile: int = 2 ** 20) -> torch.Tensor:
+             tile: int = 2 ** 21) -> torch.Tensor:
     """:func:`_foreground` of p(y | tau, z) for ``tau`` (..., T) and ``z`` (..., Cz, H, W).
 
     The predictor runs on a few maps at a time (about ``tile`` latent values): its per-pixel

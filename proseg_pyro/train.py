@@ -210,7 +210,7 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     if rank.is_main:
         config.to_json(out_dir / "config.json")
     train_elbo = (DistributedDataParallel(elbo, device_ids=[device] if device.type == "cuda" else None)
-                  if rank.parallel else elbo)
+                  if rank.grouped else elbo)
 
     train = as_tensors(train_set, device)
     val = as_tensors(val_set, device) if val_set is not None and len(val_set) else None

@@ -93,3 +93,25 @@ def test_train_command_with_ddp_starts_local_ranks(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("best epoch 0") == 1
     assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 0
+
+
+def _train_one_rank(config: ProSegConfig, train: SliceSet, out: Path) -> None:
+    torch.set_num_threads(1)
+    distributed.setup("cpu")
+    try:
+        fit(config, train, None, out, progress=False)
+    finally:
+        distributed.teardown()
+
+
+def test_a_group_of_one_rank_trains_like_no_group(tiny_set, tmp_path):
+    """DDP over a single rank (as on a one-GPU machine) changes nothing."""
+    slices, _ = tiny_set
+    config = tiny_config(epochs=1, batch_size=4, num_raters=len(slices.raters))
+    train = slices.split("train").select(range(8))
+    fit(config, train, None, tmp_path / "plain", progress=False)
+    distributed.spawn(_train_one_rank, 1, config, train, tmp_path / "group")
+    plain, group = read_checkpoint(tmp_path / "plain" / "last.pt"), read_checkpoint(tmp_path / "group" / "last.pt")
+    for part in ("model", "guide"):
+        for name, value in plain[part].items():
+            torch.testing.assert_close(group[part][name], value, rtol=1e-5, atol=1e-5)
