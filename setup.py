@@ -8,7 +8,7 @@ setup(
     packages=["proseg_pyro", "proseg_pyro.data", "proseg_pyro.baselines", "proseg_pyro.cli", "proseg_pyro.benchmarks"],
     package_dir={"proseg_pyro.cli": "cli", "proseg_pyro.benchmarks": "benchmarks"},
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.4",  # torch.amp.custom_fwd, is_autocast_enabled(device_type)
         "pyro-ppl>=1.9",
         "numpy",
         "scipy",
