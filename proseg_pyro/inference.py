@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 
 from .guide import ProSegGuide
+from .likelihoods import foreground
 from .model import ProSegModel
 
 
@@ -25,7 +26,7 @@ def _chunk_size(num_samples: int, per_sample_elements: int, budget: int) -> int:
 
 def _foreground(class_probs: torch.Tensor, return_class_probs: bool) -> torch.Tensor:
     """Class probabilities (..., H, W, K) -> foreground probability (..., H, W) (or the input)."""
-    return class_probs if return_class_probs else 1.0 - class_probs[..., 0]
+    return class_probs if return_class_probs else foreground(class_probs)
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,

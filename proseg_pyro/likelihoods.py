@@ -25,6 +25,11 @@ class AnnotationLikelihood:
     probs: Callable[[torch.Tensor], torch.Tensor]
 
 
+def foreground(class_probs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (..., H, W, K) -> foreground probability (..., H, W) (all but class 0)."""
+    return 1.0 - class_probs[..., 0]
+
+
 def _bernoulli_probs(logits: torch.Tensor) -> torch.Tensor:
     foreground = torch.sigmoid(logits)
     return torch.cat([1 - foreground, foreground], dim=-1)

@@ -16,6 +16,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
+from ..likelihoods import foreground  # noqa: F401  (re-exported for the methods)
 from ..methods import Method
 
 SAMPLE_BUDGET = 2 ** 25  # tensor elements one chunk of samples may hold
@@ -59,11 +60,6 @@ class EmptyGuide(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
         return None
-
-
-def foreground(class_probs: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (..., H, W, K) -> foreground probability (..., H, W)."""
-    return 1.0 - class_probs[..., 0]
 
 
 def in_chunks(num_samples: int, x: torch.Tensor, slots: int, channels: int,
