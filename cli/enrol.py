@@ -29,12 +29,15 @@ from .main import cli
 @click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--particles", default=8, show_default=True, type=click.IntRange(min=1),
               help="Monte Carlo samples of the ELBO per step.")
+@click.option("--offset-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Prior scale of the new rater's style offset; 0 fits its q(tau | r) alone.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, device, seed, force):
-    """Add rater NAME to CHECKPOINT from its annotations in the data: only the rater's q(tau | r) is
-    fitted (all networks frozen); afterwards `sample --rater NAME` segments in the new style."""
+def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, offset_scale, device, seed, force):
+    """Add rater NAME to CHECKPOINT from its annotations in the data: only the rater's q(tau | r) and
+    style offset are fitted (all networks frozen); afterwards `sample --rater NAME` segments in the
+    new style."""
     refuse_overwrite([out], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
@@ -51,15 +54,16 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, de
     x = torch.as_tensor(chosen.images, dtype=torch.float32, device=device)
     y = torch.as_tensor(chosen.annotations[:, slot], device=device)
     click.echo(f"enrolling {name!r} from {len(chosen)} image(s) of the {split!r} split ({steps} steps on {device})")
-    result = run_enrolment(model, guide, x, y, name, steps, lr, particles, seed, progress=True)
+    result = run_enrolment(model, guide, x, y, name, steps, lr, particles, seed, offset_scale, progress=True)
     content = read_checkpoint(checkpoint, device)
-    save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=model.state_dict(),
+    enrolled = {**content["metrics"].get("enrolled", {}), name: {
+        "images": len(chosen), "steps": steps, "offset_scale": offset_scale, "final_loss": result.losses[-1]}}
+    save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=result.model.state_dict(),
                     guide=result.guide.state_dict(), epoch=content["epoch"],
-                    metrics={**content["metrics"], "enrolled": {name: {"images": len(chosen), "steps": steps,
-                                                                       "final_loss": result.losses[-1]}}})
+                    metrics={**content["metrics"], "enrolled": enrolled})
     names = rater_names(result.config)
     torch.manual_seed(seed)
-    dice = style_dice(model, result.guide, x, y, list(range(len(names))))
+    dice = style_dice(result.model, result.guide, x, y, list(range(len(names))))
     click.echo(f"Dice of {name}'s annotations with each style's prediction on these images:")
     click.echo("  " + "  ".join(f"{rater}={value:.3f}" for rater, value in zip(names, dice)))
     click.echo(f"wrote {out}")

@@ -1,13 +1,19 @@
-"""Enrolling a rater the model never saw: fit only its q(tau | r) from a few annotated images.
+"""Enrolling a rater the model never saw, from a few annotated images, with every network frozen.
 
-The trained networks stay frozen. The new rater gets one more row of the guide's tau embedding
-(``config.enrolled_raters``), initialised at the mean of the training raters' rows, and SVI fits
-that row alone to the annotation part of the ELBO::
+The new rater (``config.enrolled_raters``) gets one more row of the guide's tau embedding,
+initialised at the mean of the training raters' rows, and a style offset ``delta`` (hidden,) in the
+model, a point estimate under the prior ``Normal(0, offset_scale^2 I)``. SVI fits these two alone
+to the annotation part of the ELBO (the image term does not depend on them, and the rater
+classifier has no class for the new rater)::
 
-    E_q(tau_new) E_q(z|x) [ weight_y * log p(y | tau, z) ]  -  beta_tau * KL(q(tau_new) || p(tau))
+    E_q(tau_new) E_q(z|x) [ weight_y * log p(y | tau, z, delta) ]  -  beta_tau * KL(q(tau_new) || p(tau))
+        + log p(delta) / N
 
-per image (the image term does not depend on tau, and the rater classifier has no class for the
-new rater). Afterwards ``inference.personalised`` samples in the new style by its slot index.
+per image. Why the offset: the frozen predictor learned only the tau points of the training raters,
+so a style outside their range (a more generous rater than any seen) has no tau that gives it;
+``delta`` moves tau's input to the predictor to wherever the new annotations need it.
+``offset_scale=0`` fits q(tau_new) alone. Afterwards ``inference.personalised`` samples in the new
+style by its slot index.
 """
 from __future__ import annotations
 
@@ -42,20 +48,36 @@ def rater_index(config: ProSegConfig, name: str) -> int:
     return names.index(name)
 
 
-def add_rater(guide: ProSegGuide, name: str) -> tuple[ProSegGuide, ProSegConfig, list[str]]:
-    """A copy of ``guide`` with one more tau row for rater ``name``, initialised at the mean of the
-    training raters' rows. Returns the new guide, its config and the names of the per-rater parameters."""
+@dataclass
+class Grown:
+    """Copies of a model and guide that know one more rater, their config, and the names of the
+    guide's per-rater parameters (the new rater's row is their last)."""
+
+    model: ProSegModel
+    guide: ProSegGuide
+    config: ProSegConfig
+    rows: list[str]
+
+
+def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> Grown:
+    """Copies of ``model`` and ``guide`` with a slot for rater ``name``: its tau row at the mean of
+    the training raters' rows, its style offset 0."""
     config = guide.config
     if name in rater_names(config):
         raise ProSegError(f"rater {name!r} is already known to this checkpoint")
     new_config = config.replace(enrolled_raters=[*config.enrolled_raters, name])
-    new_guide = ProSegGuide(new_config).to(next(guide.parameters()).device)
+    device = next(guide.parameters()).device
+    new_guide, new_model = ProSegGuide(new_config).to(device), ProSegModel(new_config).to(device)
     state = guide.state_dict()
-    grown = [key for key, value in new_guide.state_dict().items() if value.shape != state[key].shape]
-    for key in grown:
+    rows = [key for key, value in new_guide.state_dict().items() if value.shape != state[key].shape]
+    for key in rows:
         state[key] = torch.cat([state[key], state[key][:config.num_raters].mean(0, keepdim=True)])
     new_guide.load_state_dict(state)
-    return new_guide.eval(), new_config, grown
+    model_state = model.state_dict()
+    model_state["enrolled_offsets"] = torch.cat([model.enrolled_offsets, model.enrolled_offsets.new_zeros(
+        1, config.predictor_hidden)])
+    new_model.load_state_dict(model_state)
+    return Grown(new_model.eval(), new_guide.eval(), new_config, rows)
 
 
 @contextlib.contextmanager
@@ -78,8 +100,10 @@ def _train_rows(modules: list[nn.Module], parameters: list[nn.Parameter], row: i
 
 @dataclass
 class Enrolment:
-    """The guide and config that know the new rater, its slot, and the loss (-ELBO per image) per step."""
+    """The model, guide and config that know the new rater, its slot, and the loss (-ELBO per image)
+    per step."""
 
+    model: ProSegModel
     guide: ProSegGuide
     config: ProSegConfig
     index: int
@@ -87,12 +111,14 @@ class Enrolment:
 
 
 def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotations: torch.Tensor, name: str,
-          steps: int = 300, lr: float = 0.05, num_particles: int = 8, seed: int = 0,
+          steps: int = 300, lr: float = 0.05, num_particles: int = 8, seed: int = 0, offset_scale: float = 1.0,
           progress: bool = False) -> Enrolment:
-    """Fit rater ``name``'s q(tau | r) to ``annotations`` (N, H, W) long of ``images`` (N, C, H, W).
+    """Fit rater ``name``'s q(tau | r) and style offset to ``annotations`` (N, H, W) long of
+    ``images`` (N, C, H, W).
 
-    Adam on the new tau row only (all networks frozen), ``num_particles`` vectorised ELBO particles
-    per step. ``guide`` is left unchanged; the returned one holds every earlier rater too.
+    Adam on the new tau row and offset only (all networks frozen), ``num_particles`` vectorised ELBO
+    particles per step; ``offset_scale`` is the prior scale of the offset (0: no offset).
+    ``model`` and ``guide`` are left unchanged; the returned ones hold every earlier rater too.
     """
     if guide.config.z_head != "shared":
         raise ProSegError("enrolment needs a checkpoint trained with z_head 'shared': with per-rater z heads a "
@@ -100,33 +126,43 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
     if images.ndim != 4 or annotations.shape != (images.shape[0], *images.shape[-2:]) or not len(images):
         raise ProSegError(f"enrolment needs images (N, C, H, W) and annotations (N, H, W), got "
                           f"{tuple(images.shape)} and {tuple(annotations.shape)}")
-    new_guide, config, grown = add_rater(guide, name)
+    if offset_scale < 0:
+        raise ProSegError(f"enrolment needs offset_scale >= 0, got {offset_scale}")
+    grown = add_rater(model, guide, name)
+    config, new_model, new_guide = grown.config, grown.model, grown.guide
     index = config.num_raters + len(config.enrolled_raters) - 1
     slot = torch.tensor([index], device=images.device)
     with torch.no_grad():
         z_q = guide.z_dist(images)  # shared head: batch (N, 1)
         z_q = dist.Normal(z_q.base_dist.loc[:, 0], z_q.base_dist.scale[:, 0]).to_event(3)
     labels = annotations.to(images.dtype)
+    offset = torch.zeros(config.predictor_hidden, device=images.device, requires_grad=offset_scale > 0)
 
     # z ~ q(z | x) is drawn outside the programs, one per particle: q(z | x) is frozen, so its KL is
-    # a constant and only tau is a latent site here.
+    # a constant and only tau (and the offset, a point estimate) are sites here.
     def annotation_model(z: torch.Tensor) -> None:
+        delta = None
+        if offset_scale > 0:
+            prior = dist.Normal(new_model.anchor, offset_scale).expand([len(offset)]).to_event(1)
+            delta = pyro.sample("offset", prior)  # (hidden,), or (P, 1, hidden) with vectorised particles
         with pyro.plate("images", len(images), dim=-1):
             with poutine.scale(scale=config.beta_tau):
-                tau = pyro.sample("tau", model.tau_prior())
+                tau = pyro.sample("tau", new_model.tau_prior())
             with poutine.scale(scale=config.weight_y):
-                pyro.sample("y", model.y_likelihood(tau, z), obs=labels)
+                pyro.sample("y", new_model.y_likelihood(tau, z, delta), obs=labels)
 
     def annotation_guide(z: torch.Tensor) -> None:
+        if offset_scale > 0:
+            pyro.sample("offset", dist.Delta(offset, event_dim=1))
         with pyro.plate("images", len(images), dim=-1), poutine.scale(scale=config.beta_tau):
             pyro.sample("tau", new_guide.tau_dist(slot).expand([len(images)]))
 
     elbo = pyro.infer.TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True,
                                           max_plate_nesting=1)
-    parameters = [dict(new_guide.named_parameters())[key] for key in grown]
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    rows = [dict(new_guide.named_parameters())[key] for key in grown.rows]
+    optimizer = torch.optim.Adam(rows + ([offset] if offset.requires_grad else []), lr=lr)
     losses = []
-    with _train_rows([model, new_guide], parameters, index), torch.random.fork_rng(
+    with _train_rows([new_model, new_guide], rows, index), torch.random.fork_rng(
             devices=[images.device] if images.is_cuda else []):
         torch.manual_seed(seed)
         for _ in tqdm(range(steps), desc=f"enrol {name}", unit="step", disable=not progress, leave=False):
@@ -136,7 +172,9 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    return Enrolment(new_guide, config, index, losses)
+    with torch.no_grad():
+        new_model.enrolled_offsets[-1] = offset
+    return Enrolment(new_model, new_guide, config, index, losses)
 
 
 @torch.no_grad()

@@ -27,6 +27,9 @@ class ProSegModel(PyroModule):
         y_bi   ~ Categorical(softmax(predictor(z_bi, tau_bi)))    observed annotation, event (H, W)
 
     Slots with ``mask[b, i] = False`` (rater ``i`` did not annotate image ``b``) contribute nothing.
+    A rater enrolled after training (:mod:`proseg_pyro.enrol`) also has a style offset ``delta``
+    (hidden,) that moves tau's input to the predictor, ``predictor(z, tau, delta)``: the frozen
+    predictor only learned the tau points of the training raters (whose ``delta`` is 0).
     The KL weights ``beta_tau``, ``beta_z`` and likelihood weights ``weight_x/r/y`` of the config
     scale the sites (the guide applies the same ``beta`` to its sites). Each prior and likelihood
     is one ``*_prior``/``*_likelihood`` method: override one in a subclass, or pick a registry entry
@@ -43,6 +46,10 @@ class ProSegModel(PyroModule):
         self.predictor = SegmentationPredictor(c.z_channels, c.tau_dim, c.predictor_hidden,
                                                self.y_family.channels(c.num_classes), c.predictor_kernel)
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype of priors
+        # (E, hidden): the style offsets of the E enrolled raters, written by enrolment (and saved
+        # only when there are some, so that checkpoints of models without any stay as they were)
+        self.register_buffer("enrolled_offsets", torch.zeros(len(c.enrolled_raters), c.predictor_hidden),
+                             persistent=bool(c.enrolled_raters))
 
     # --- priors and likelihoods (one factory each) ---------------------------------------------
     def tau_prior(self) -> dist.Distribution:
@@ -62,13 +69,23 @@ class ProSegModel(PyroModule):
         """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
         return dist.Categorical(logits=self.classifier(tau))
 
-    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor) -> dist.Distribution:
-        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W) -> batch (...), event (H, W)."""
-        return self.y_family.dist(self.predictor(z, tau))
+    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> dist.Distribution:
+        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W), ``offset`` None or (..., hidden)
+        -> batch (...), event (H, W)."""
+        return self.y_family.dist(self.predictor(z, tau, offset))
 
-    def class_probs(self, tau: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def class_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
-        return self.y_family.probs(self.predictor(z, tau))
+        return self.y_family.probs(self.predictor(z, tau, offset))
+
+    def style_offset(self, raters: torch.Tensor) -> torch.Tensor | None:
+        """``delta`` of rater slots ``raters`` (N,) long: (N, hidden), 0 for training raters; None
+        when all are training raters."""
+        enrolled = raters - self.config.num_raters
+        if not bool((enrolled >= 0).any()):
+            return None
+        offsets = torch.cat([self.enrolled_offsets.new_zeros(1, self.enrolled_offsets.shape[-1]), self.enrolled_offsets])
+        return offsets[(enrolled + 1).clamp_min(0)]
 
     # --- the generative process ------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):

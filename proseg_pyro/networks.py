@@ -149,7 +149,8 @@ class SegmentationPredictor(nn.Module):
 
     ``z`` (..., Cz, H, W), ``tau`` (..., T). The first layer is split into a z part (a
     ``kernel`` x ``kernel`` conv; 1 gives the released code's 1x1 convs) and a tau part, which
-    equals concatenating tau at every pixel without materialising the tiled tensor.
+    equals concatenating tau at every pixel without materialising the tiled tensor. An ``offset``
+    (..., hidden) moves the tau part (an enrolled rater's style offset; none for training raters).
     """
 
     def __init__(self, z_channels: int, tau_dim: int, hidden: int, out_channels: int, kernel: int = 1):
@@ -170,5 +171,6 @@ class SegmentationPredictor(nn.Module):
         # a channels-last convolution's output is (..., H, W, hidden) in memory already
         return run_flat(self.from_z, z, channels_last=True).movedim(-3, -1)
 
-    def forward(self, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        return self.rest(self._from_z(z) + self.from_tau(tau)[..., None, None, :])
+    def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        style = self.from_tau(tau) if offset is None else self.from_tau(tau) + offset
+        return self.rest(self._from_z(z) + style[..., None, None, :])
