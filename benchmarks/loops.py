@@ -10,7 +10,14 @@ from proseg_pyro.metrics import SOFT_DICE_THRESHOLDS
 
 
 def sample_loop(model, guide, x: torch.Tensor, raters, num_samples: int) -> torch.Tensor:
-    """Personalised samples drawn one at a time, the whole network per sample: (S, B, N, H, W)."""
+    """Personalised samples drawn one at a time (one rater's one sample of the batch per call of the
+    whole network, as a per-sample loop does): (S, B, N, H, W)."""
+    return torch.stack([torch.cat([inference.personalised(model, guide, x, [rater], 1)[0] for rater in raters], 1)
+                        for _ in range(num_samples)])
+
+
+def sample_loop_raters_batched(model, guide, x: torch.Tensor, raters, num_samples: int) -> torch.Tensor:
+    """A loop over samples that draws every rater's sample in one call: (S, B, N, H, W)."""
     return torch.cat([inference.personalised(model, guide, x, raters, 1) for _ in range(num_samples)])
 
 

@@ -4,7 +4,8 @@
   networks under the hand-written loss, and the training loop's step (augmentation, per-image
   noise, clipping: :func:`~proseg_pyro.train.train_step`) for images/s; a short ``fit`` run for
   its peak memory;
-* sampling: personalised samples (S x R) drawn vectorised against a per-sample loop; prior samples;
+* sampling: personalised samples (S x R) drawn vectorised against a per-sample loop (one rater's one
+  sample per call) and against a loop over samples that batches the raters; prior samples;
 * metrics: :func:`~proseg_pyro.metrics.batch_metrics` over N images x S samples against a loop
   over every pair of masks (timed on a few images, per image).
 Every case also reports its peak memory (process RSS on a CPU, tensor memory on a GPU).
@@ -27,7 +28,7 @@ from proseg_pyro.metrics import batch_metrics
 from proseg_pyro.train import build, fit, train_step
 
 from .handwritten import handwritten_loss
-from .loops import metrics_loop, sample_loop
+from .loops import metrics_loop, sample_loop, sample_loop_raters_batched
 from .measure import interleaved, median, peak_memory, timed
 
 GIB = 2 ** 30
@@ -147,10 +148,13 @@ def bench_sampling(size: BenchSize, device: torch.device) -> dict:
     raters = range(size.raters)
     cases = {"vectorised": lambda: inference.personalised(model, guide, x, raters, size.samples),
              "loop": lambda: sample_loop(model, guide, x, raters, size.samples),
+             "loop_raters_batched": lambda: sample_loop_raters_batched(model, guide, x, raters, size.samples),
              "prior": lambda: inference.prior(model, guide, x, size.prior_samples)}
     times = {name: median(values) for name, values in interleaved(cases, size.repeats, device).items()}
     return {"vectorised_s": times["vectorised"], "loop_s": times["loop"],
-            "speedup": times["loop"] / times["vectorised"], "images_per_s": size.batch / times["vectorised"],
+            "speedup": times["loop"] / times["vectorised"], "loop_raters_batched_s": times["loop_raters_batched"],
+            "speedup_raters_batched": times["loop_raters_batched"] / times["vectorised"],
+            "images_per_s": size.batch / times["vectorised"],
             "prior_seconds": times["prior"],
             **{f"{name}_peak_gib": _gib(peak_memory(case, device)) for name, case in cases.items()}}
 
@@ -234,8 +238,10 @@ def report(result: dict) -> str:
         f"sampling      {size['samples']} x {size['raters']} raters: vectorised {_fmt(s['vectorised_s'], ' s')}"
         f" ({_fmt(s['images_per_s'], ' images/s', 1)})  per-sample loop {_fmt(s['loop_s'], ' s')}"
         f"  speed-up {_fmt(s['speedup'], 'x', 1)}",
+        f"              loop over samples, raters batched {_fmt(s['loop_raters_batched_s'], ' s')}"
+        f"  speed-up {_fmt(s['speedup_raters_batched'], 'x', 1)}",
         f"              peak vectorised {_fmt(s['vectorised_peak_gib'], ' GiB')}  loop "
-        f"{_fmt(s['loop_peak_gib'], ' GiB')}",
+        f"{_fmt(s['loop_peak_gib'], ' GiB')}  raters batched {_fmt(s['loop_raters_batched_peak_gib'], ' GiB')}",
         f"prior         {size['prior_samples']} samples x {size['batch']} images: {_fmt(s['prior_seconds'], ' s')}"
         f"  peak {_fmt(s['prior_peak_gib'], ' GiB')}",
         f"metrics       {m['images']} images x {m['samples']} samples: batched {_fmt(m['batched_seconds'], ' s')}"

@@ -11,8 +11,8 @@ import pyro.distributions as dist
 import torch
 
 from .guide import ProSegGuide
-from .likelihoods import foreground
 from .model import ProSegModel
+from .noise import standard_normal
 
 
 def _chunks(total: int, size: int):
@@ -24,15 +24,11 @@ def _chunk_size(num_samples: int, per_sample_elements: int, budget: int) -> int:
     return max(1, min(num_samples, budget // max(1, per_sample_elements)))
 
 
-def _foreground(class_probs: torch.Tensor, return_class_probs: bool) -> torch.Tensor:
-    """Class probabilities (..., H, W, K) -> foreground probability (..., H, W) (or the input)."""
-    return class_probs if return_class_probs else foreground(class_probs)
-
-
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,
              offset: torch.Tensor | None = None, tile: int = 2 ** 21) -> torch.Tensor:
-    """:func:`_foreground` of p(y | tau, z) for ``tau`` (..., T), ``z`` (..., Cz, H, W) and the
-    raters' style ``offset`` (None, or broadcastable to (..., hidden)).
+    """Foreground probabilities (..., H, W) of p(y | tau, z), or its class probabilities (..., H, W, K),
+    for ``tau`` (..., T), ``z`` (..., Cz, H, W) and the raters' style ``offset`` (None, or
+    broadcastable to (..., hidden)).
 
     The predictor runs on a few maps at a time (about ``tile`` latent values): its per-pixel
     intermediates then stay in cache, which halves its time on a CPU against one pass over a chunk.
@@ -41,17 +37,18 @@ def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_clas
     tau, z = tau.reshape(-1, tau.shape[-1]), z.reshape(-1, *z.shape[-3:])
     if offset is not None:
         offset = offset.expand(*lead, offset.shape[-1]).reshape(len(z), -1)
+    probs = model.class_probs if return_class_probs else model.foreground_probs
     step = max(1, tile // z[0].numel())
-    out = torch.cat([_foreground(model.class_probs(tau[start:start + step], z[start:start + step],
-                                                   None if offset is None else offset[start:start + step]),
-                                 return_class_probs) for start in range(0, len(z), step)])
+    out = torch.cat([probs(tau[start:start + step], z[start:start + step],
+                           None if offset is None else offset[start:start + step])
+                     for start in range(0, len(z), step)])
     return out.reshape(*lead, *out.shape[1:])
 
 
 def _normal(mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """What ``Normal(mean, std).sample()`` draws for ``shape`` (the same numbers from the same RNG
-    state), without checking the broadcast ``std`` element by element."""
-    return torch.empty(shape, dtype=mean.dtype, device=mean.device).normal_().mul_(std).add_(mean)
+    """Draws of ``Normal(mean, std)`` broadcast to ``shape``, the noise on all CPU cores
+    (:func:`~proseg_pyro.noise.standard_normal`)."""
+    return standard_normal(shape, mean).mul_(std).add_(mean)
 
 
 def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) -> torch.Tensor:

@@ -17,17 +17,26 @@ class AnnotationLikelihood:
     """How predictor outputs become a distribution over a label map and class probabilities.
 
     ``channels(K)``: predictor outputs for K classes; ``dist(logits)``: logits (..., H, W, channels)
-    -> distribution with event shape (H, W); ``probs(logits)``: class probabilities (..., H, W, K).
+    -> distribution with event shape (H, W); ``probs(logits)``: class probabilities (..., H, W, K);
+    ``foreground(logits)``: probability of any class but the background, (..., H, W), equal to
+    ``foreground(probs(logits))`` without forming every class's probability.
     """
 
     channels: Callable[[int], int]
     dist: Callable[[torch.Tensor], dist.Distribution]
     probs: Callable[[torch.Tensor], torch.Tensor]
+    foreground: Callable[[torch.Tensor], torch.Tensor]
 
 
 def foreground(class_probs: torch.Tensor) -> torch.Tensor:
     """Class probabilities (..., H, W, K) -> foreground probability (..., H, W) (all but class 0)."""
     return 1.0 - class_probs[..., 0]
+
+
+def _categorical_foreground(logits: torch.Tensor) -> torch.Tensor:
+    # 1 - softmax(l)_0 = sigmoid(logsumexp(l_1..) - l_0); a softmax over a last dim of 2 is slow on CPUs
+    others = logits[..., 1] if logits.shape[-1] == 2 else logits[..., 1:].logsumexp(-1)
+    return torch.sigmoid(others - logits[..., 0])
 
 
 def _bernoulli_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -40,12 +49,14 @@ Y_LIKELIHOODS: dict[str, AnnotationLikelihood] = {
     "categorical": AnnotationLikelihood(
         channels=lambda classes: classes,
         dist=lambda logits: dist.Categorical(logits=logits).to_event(2),
-        probs=lambda logits: logits.softmax(-1)),
+        probs=lambda logits: logits.softmax(-1),
+        foreground=_categorical_foreground),
     # one foreground logit per pixel (binary segmentation only)
     "bernoulli": AnnotationLikelihood(
         channels=lambda classes: 1,
         dist=lambda logits: dist.Bernoulli(logits=logits[..., 0]).to_event(2),
-        probs=_bernoulli_probs),
+        probs=_bernoulli_probs,
+        foreground=lambda logits: torch.sigmoid(logits[..., 0])),
 }
 
 

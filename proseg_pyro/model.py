@@ -78,6 +78,10 @@ class ProSegModel(PyroModule):
         """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
         return self.y_family.probs(self.predictor(z, tau, offset))
 
+    def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W)."""
+        return self.y_family.foreground(self.predictor(z, tau, offset))
+
     def style_offset(self, raters: torch.Tensor) -> torch.Tensor | None:
         """``delta`` of rater slots ``raters`` (N,) long: (N, hidden), 0 for training raters; None
         when all are training raters."""

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import proseg_pyro.cli.bench  # noqa: F401  (registers the command)
 from proseg_pyro import inference
 from proseg_pyro.benchmarks.handwritten import handwritten_loss
-from proseg_pyro.benchmarks.loops import metrics_loop, sample_loop
+from proseg_pyro.benchmarks.loops import metrics_loop, sample_loop, sample_loop_raters_batched
 from proseg_pyro.benchmarks.suite import BenchSize, report, run
 from proseg_pyro.cli.main import cli
 from proseg_pyro.fused_normal import FusedNormal
@@ -33,8 +33,9 @@ def test_bench_reports_every_case_and_target():
     assert {"pyro_step_s", "handwritten_step_s", "overhead", "step_images_per_s", "pyro_step_peak_gib",
             "handwritten_step_peak_gib", "train_step_s", "train_images_per_s", "fit_images_per_s",
             "fit_peak_gib"} <= result["training"].keys()
-    assert {"vectorised_s", "loop_s", "speedup", "images_per_s", "prior_seconds", "vectorised_peak_gib",
-            "loop_peak_gib", "prior_peak_gib"} <= result["sampling"].keys()
+    assert {"vectorised_s", "loop_s", "speedup", "loop_raters_batched_s", "speedup_raters_batched", "images_per_s",
+            "prior_seconds", "vectorised_peak_gib", "loop_peak_gib", "loop_raters_batched_peak_gib",
+            "prior_peak_gib"} <= result["sampling"].keys()
     assert {"batched_seconds", "batched_images_per_s", "loop_seconds_per_image", "speedup", "max_difference",
             "batched_peak_gib", "loop_peak_gib"} <= result["metrics"].keys()
     assert result["metrics"]["max_difference"] < 1e-9
@@ -104,8 +105,14 @@ def test_sampling_in_tiles_gives_the_samples_of_one_pass():
     whole = inference._predict(model, tau, z, return_class_probs=True, tile=z.numel())
     tiled = inference._predict(model, tau, z, return_class_probs=True, tile=1)
     torch.testing.assert_close(tiled, whole, rtol=1e-6, atol=1e-7)
-    samples = sample_loop(model, guide, torch.randn(2, 1, 16, 16), [0, 3], 3)
-    assert samples.shape == (3, 2, 2, 16, 16)
+    x = torch.randn(2, 1, 16, 16)
+    for loop in (sample_loop, sample_loop_raters_batched):
+        samples = loop(model, guide, x, [0, 3], 3)
+        assert samples.shape == (3, 2, 2, 16, 16) and ((samples >= 0) & (samples <= 1)).all()
+    torch.manual_seed(0)  # one draw per call is the vectorised draw of one sample of one rater
+    one = sample_loop(model, guide, x, [3], 1)
+    torch.manual_seed(0)
+    torch.testing.assert_close(one, inference.personalised(model, guide, x, [3], 1))
 
 
 def test_metric_loop_is_batch_metrics():

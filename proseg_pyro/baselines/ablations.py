@@ -24,7 +24,7 @@ from ..guide import ProSegGuide
 from ..methods import Method
 from ..model import ProSegModel
 from ..networks import SegmentationPredictor, UNet
-from .common import annotation_plates, as_observation, foreground, in_chunks, random_raters
+from .common import annotation_plates, as_observation, in_chunks, random_raters
 
 
 def _rater_ids(x: torch.Tensor, raters: int) -> torch.Tensor:
@@ -81,7 +81,7 @@ def no_tau_personalised(model: NoTauModel, guide: NoTauGuide, x: torch.Tensor, r
 
     def draw(size: int) -> torch.Tensor:
         z = z_q.sample((size,))  # (s, B, N, Cz, H, W)
-        return foreground(model.class_probs(model.no_tau(z), z))
+        return model.foreground_probs(model.no_tau(z), z)
 
     return in_chunks(num_samples, x, len(raters), _channels(model.config, model.config.z_channels), draw)
 
@@ -96,7 +96,7 @@ def no_tau_prior(model: NoTauModel, guide: NoTauGuide, x: torch.Tensor, num_samp
         head = random_raters(size, x.shape[0], model.config.num_raters, x.device)
         images = torch.arange(x.shape[0], device=x.device).expand_as(head)
         z = dist.Normal(loc[images, head], scale[images, head]).sample()  # (s, B, Cz, H, W)
-        return foreground(model.class_probs(model.no_tau(z), z))
+        return model.foreground_probs(model.no_tau(z), z)
 
     return in_chunks(num_samples, x, 1, _channels(model.config, model.config.z_channels), draw)
 
@@ -144,8 +144,8 @@ def no_z_personalised(model: NoZModel, guide: NoZGuide, x: torch.Tensor, raters,
     raters = list(raters)
     tau_q = guide.tau_dist(torch.as_tensor(raters, device=x.device))  # batch (N,)
     features = model.backbone(x)[:, None]  # (B, 1, F, H, W)
-    return in_chunks(num_samples, x, len(raters), _channels(model.config, 0), lambda size: foreground(
-        model.class_probs(tau_q.sample((size, x.shape[0])), features)))
+    return in_chunks(num_samples, x, len(raters), _channels(model.config, 0), lambda size: model.foreground_probs(
+        tau_q.sample((size, x.shape[0])), features))
 
 
 @torch.no_grad()
@@ -156,8 +156,8 @@ def no_z_prior(model: NoZModel, guide: NoZGuide, x: torch.Tensor, num_samples: i
     tau_p = (dist.Dirichlet(x.new_full((config.tau_dim,), alpha)) if config.tau_prior == "dirichlet"
              else model.tau_prior())
     features = model.backbone(x)  # (B, F, H, W)
-    return in_chunks(num_samples, x, 1, _channels(config, 0), lambda size: foreground(
-        model.class_probs(tau_p.sample((size, x.shape[0])), features)))
+    return in_chunks(num_samples, x, 1, _channels(config, 0), lambda size: model.foreground_probs(
+        tau_p.sample((size, x.shape[0])), features))
 
 
 METHODS = (
