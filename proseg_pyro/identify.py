@@ -15,7 +15,7 @@ import math
 import torch
 
 from .guide import ProSegGuide
-from .inference import _chunk_size, _chunks
+from .chunks import chunk_sizes
 from .model import ProSegModel
 
 
@@ -31,7 +31,7 @@ def log_evidence(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y: tor
     c = model.config
     per_sample = x.shape[0] * len(raters) * (c.predictor_hidden + c.num_classes) * math.prod(x.shape[-2:])
     log_sums = []
-    for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
+    for size in chunk_sizes(num_samples, per_sample, max_elements):
         tau = tau_q.sample((size, x.shape[0]))  # (s, B, N, T)
         z = z_q.sample((size,))  # (s, B, 1 or N, Cz, H, W)
         log_sums.append(model.y_likelihood(tau, z, offset).log_prob(labels).logsumexp(0))  # (B, N)

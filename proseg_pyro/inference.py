@@ -10,18 +10,10 @@ import math
 import pyro.distributions as dist
 import torch
 
+from .chunks import chunk_sizes
 from .guide import ProSegGuide
 from .model import ProSegModel
 from .noise import standard_normal
-
-
-def _chunks(total: int, size: int):
-    for start in range(0, total, size):
-        yield min(size, total - start)
-
-
-def _chunk_size(num_samples: int, per_sample_elements: int, budget: int) -> int:
-    return max(1, min(num_samples, budget // max(1, per_sample_elements)))
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,
@@ -81,7 +73,7 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     event = z_q.loc.shape[-3:]
     per_sample = batch * count * (math.prod(event) + model.config.num_classes * math.prod(x.shape[-2:]))
     out = []
-    for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
+    for size in chunk_sizes(num_samples, per_sample, max_elements):
         tau = tau_q.sample((size, batch))  # (s, B, N, T)
         z = _normal(z_q.loc, z_q.scale, (size, batch, count, *event))  # (s, B, N, Cz, H, W)
         out.append(_predict(model, tau, z, return_class_probs, offset))
@@ -129,7 +121,7 @@ def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: 
     loc, scale = z_q.base_dist.loc, z_q.base_dist.scale
     per_sample = batch * (math.prod(z_q.event_shape) + config.num_classes * math.prod(x.shape[-2:]))
     probs, chosen = [], []
-    for size in _chunks(num_samples, _chunk_size(num_samples, per_sample, max_elements)):
+    for size in chunk_sizes(num_samples, per_sample, max_elements):
         tau = tau_p.sample((size, batch))  # (s, B, T)
         rater = model.classifier(tau).argmax(-1)  # (s, B)
         z = _chosen_latent(loc, scale, rater)  # (s, B, Cz, H, W)

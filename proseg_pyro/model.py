@@ -88,8 +88,8 @@ class ProSegModel(PyroModule):
         enrolled = raters - self.config.num_raters
         if not bool((enrolled >= 0).any()):
             return None
-        offsets = torch.cat([self.enrolled_offsets.new_zeros(1, self.enrolled_offsets.shape[-1]), self.enrolled_offsets])
-        return offsets[(enrolled + 1).clamp_min(0)]
+        zero = self.enrolled_offsets.new_zeros(1, self.enrolled_offsets.shape[-1])
+        return torch.cat([zero, self.enrolled_offsets])[(enrolled + 1).clamp_min(0)]
 
     # --- the generative process ------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):

@@ -1,4 +1,5 @@
-"""Stochastic variational inference for ProSeg (and every registered method): the ELBO module, a torch optimiser and a plain loop.
+"""Stochastic variational inference for ProSeg (and every registered method): the ELBO module, a
+torch optimiser and a plain loop.
 
 Validation ELBO each epoch, early stopping, ``best.pt``/``last.pt`` checkpoints (with optimiser and
 RNG states, so a resumed run continues exactly), a CSV log, and a clear stop on a non-finite loss.

@@ -14,7 +14,7 @@ from proseg_pyro.checkpoint import load_checkpoint, save_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.enrol import add_rater, enrol, rater_index, rater_names, style_dice
+from proseg_pyro.enrol import enrol, rater_index, rater_names, style_dice
 from proseg_pyro.errors import ConfigError, ProSegError
 from proseg_pyro.guide import ProSegGuide
 from proseg_pyro.model import ProSegModel
@@ -143,7 +143,8 @@ def test_a_second_enrolment_keeps_the_first_raters_offset(holdout, enrolled):
                    torch.as_tensor(train.annotations[:4, 0]), "tight again", steps=5)
     assert second.config.enrolled_raters == ["generous", "tight again"] and second.index == 4
     offsets = second.model.enrolled_offsets
-    assert offsets.shape == (2, model.config.predictor_hidden) and torch.equal(offsets[0], first.model.enrolled_offsets[0])
+    assert offsets.shape == (2, model.config.predictor_hidden)
+    assert torch.equal(offsets[0], first.model.enrolled_offsets[0])
     chosen = second.model.style_offset(torch.tensor([0, 4, 3, 2]))
     assert torch.equal(chosen, torch.stack([torch.zeros_like(offsets[0]), offsets[1], offsets[0],
                                             torch.zeros_like(offsets[0])]))

@@ -10,8 +10,8 @@ from .. import methods
 from . import ablations, confusion, dpersona, pionono, pooled_unet, prob_unet, tab, unet
 from .crowd import CONSENSUS
 
-for _method in (*ablations.METHODS, unet.METHOD, pooled_unet.METHOD, prob_unet.METHOD, dpersona.METHOD, *confusion.METHODS,
-                pionono.METHOD, tab.METHOD):
+for _method in (*ablations.METHODS, unet.METHOD, pooled_unet.METHOD, prob_unet.METHOD, dpersona.METHOD,
+                *confusion.METHODS, pionono.METHOD, tab.METHOD):
     methods.register(_method)
 
 __all__ = ["CONSENSUS"]

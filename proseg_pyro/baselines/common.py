@@ -15,6 +15,7 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 
+from ..chunks import chunk_sizes
 from ..config import ProSegConfig
 from ..likelihoods import foreground  # noqa: F401  (re-exported for the methods)
 from ..methods import Method
@@ -70,8 +71,7 @@ def in_chunks(num_samples: int, x: torch.Tensor, slots: int, channels: int,
     elements (``slots`` maps per image, ``channels`` values per pixel, intermediates included).
     """
     per_sample = x.shape[0] * slots * x.shape[-2] * x.shape[-1] * channels
-    size = max(1, min(num_samples, SAMPLE_BUDGET // max(1, per_sample)))
-    return torch.cat([draw(min(size, num_samples - start)) for start in range(0, num_samples, size)])
+    return torch.cat([draw(size) for size in chunk_sizes(num_samples, per_sample, SAMPLE_BUDGET)])
 
 
 def random_raters(num_samples: int, batch: int, raters: int, device: torch.device) -> torch.Tensor:
