@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import SimpleITK as sitk
 
 Consensus = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -33,6 +32,8 @@ def staple(annotations: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
     An image whose annotations are all empty gives an empty mask (STAPLE is undefined there).
     """
+    import SimpleITK as sitk  # loaded only when STAPLE runs (~90 MB resident)
+
     out = np.zeros((annotations.shape[0], *annotations.shape[2:]), dtype=np.float32)
     for index, (labels, present) in enumerate(zip(annotations > 0, mask)):
         if labels[present].any():

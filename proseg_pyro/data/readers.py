@@ -13,16 +13,20 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable
 
-import h5py
 import numpy as np
-import SimpleITK as sitk
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from .slices import SliceSet
 from .transforms import fit_to_size, normalise_intensity
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+# SimpleITK (~90 MB resident) and h5py are imported by the readers that need them, so that a process
+# that trains from memory or from the slice cache does not carry them.
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -70,6 +74,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     slice ``z`` is SimpleITK's z index, numpy axis 0; Z = 1 for 2D images) with K pixel
     components (1 for scalar images, 3 for RGB), and the image's :class:`Geometry`.
     """
+    import SimpleITK as sitk
+
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file not found")
@@ -89,6 +95,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
+    import SimpleITK as sitk
+
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if len(series) != 1:
         found = "no DICOM series" if not series else f"{len(series)} DICOM series"
@@ -325,6 +333,8 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
 
     Returns images (Z, 3, H, W) float32, labels (Z, 4, H, W) int16 and mask (4,) bool.
     """
+    import h5py
+
     path = Path(path)
     label_keys = {slot: f"label_a{slot + 1}" for slot in range(len(NPC_RATERS))}
     try:
