@@ -67,7 +67,7 @@ def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> Grown:
         raise ProSegError(f"rater {name!r} is already known to this checkpoint")
     new_config = config.replace(enrolled_raters=[*config.enrolled_raters, name])
     device = next(guide.parameters()).device
-    new_guide, new_model = ProSegGuide(new_config).to(device), ProSegModel(new_config).to(device)
+    new_guide, new_model = type(guide)(new_config).to(device), type(model)(new_config).to(device)
     state = guide.state_dict()
     rows = [key for key, value in new_guide.state_dict().items() if value.shape != state[key].shape]
     for key in rows:
