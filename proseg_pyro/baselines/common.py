@@ -17,8 +17,10 @@ from pyro.nn import PyroModule
 
 from ..chunks import chunk_sizes
 from ..config import ProSegConfig
+from ..likelihoods import Y_LIKELIHOODS
 from ..likelihoods import foreground  # noqa: F401  (re-exported for the methods)
 from ..methods import Method
+from ..networks import UNet
 
 SAMPLE_BUDGET = 2 ** 25  # tensor elements one chunk of samples may hold
 
@@ -50,6 +52,17 @@ def annotation_plates(x: torch.Tensor, raters: int, mask: torch.Tensor | None,
 def as_observation(y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """Labels (B, R, H, W) in the floating dtype of ``like`` (what the likelihoods expect), or None."""
     return None if y is None else y.to(like.dtype)
+
+
+class FeatureModel(PyroModule):
+    """Base of the methods that segment from U-Net features of the image: holds ``config``, the
+    annotation likelihood ``y_family`` and ``unet``: images (..., C, H, W) -> features (..., F, H, W)."""
+
+    def __init__(self, config: ProSegConfig):
+        super().__init__()
+        self.config = config
+        self.y_family = Y_LIKELIHOODS[config.y_likelihood]
+        self.unet = UNet(config.in_channels, config.feature_channels, config.base_channels, config.depth)
 
 
 class EmptyGuide(PyroModule):

@@ -32,10 +32,9 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
-from ..likelihoods import Y_LIKELIHOODS
 from ..methods import Method
-from ..networks import SegmentationPredictor, UNet
-from .common import annotation_plates, as_observation, foreground, in_chunks, make_plates, random_raters
+from ..networks import SegmentationPredictor
+from .common import FeatureModel, annotation_plates, as_observation, foreground, in_chunks, make_plates, random_raters
 from .prob_unet import sample_channels
 
 LATENT_DIM = 8
@@ -47,15 +46,12 @@ def _inverse_softplus(value: float) -> float:
     return value + math.log(-math.expm1(-value))
 
 
-class PiononoModel(PyroModule):
+class PiononoModel(FeatureModel):
     """p(z_i) p(y_bi | x_b, z_i): U-Net features and a per-rater latent decoded by a shared head."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
-        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
-        self.unet = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
         self.head = SegmentationPredictor(c.feature_channels, LATENT_DIM, c.predictor_hidden,
                                           self.y_family.channels(c.num_classes))
         self.register_buffer("anchor", torch.zeros(()), persistent=False)

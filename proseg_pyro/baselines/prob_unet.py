@@ -27,25 +27,21 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
-from ..likelihoods import Y_LIKELIHOODS
 from ..methods import Method
-from ..networks import SegmentationPredictor, UNet
+from ..networks import SegmentationPredictor
 from .blocks import GaussianEncoder
-from .common import Plates, annotation_plates, as_observation, foreground, in_chunks
+from .common import FeatureModel, Plates, annotation_plates, as_observation, foreground, in_chunks
 
 LATENT_DIM = 6
 BETA = 1.0  # weight of the KL term (the paper's)
 
 
-class ProbUNetModel(PyroModule):
+class ProbUNetModel(FeatureModel):
     """p(z | x) p(y | x, z) of the Probabilistic U-Net for B images and R annotation slots."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
-        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
-        self.unet = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
         self.prior_net = GaussianEncoder(c.in_channels, LATENT_DIM, c.base_channels, c.depth)
         self.fcomb = SegmentationPredictor(c.feature_channels, LATENT_DIM, c.predictor_hidden,
                                            self.y_family.channels(c.num_classes))

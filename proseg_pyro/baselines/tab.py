@@ -26,14 +26,12 @@ import pyro
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
-from ..likelihoods import Y_LIKELIHOODS
 from ..methods import Method
-from ..networks import ConvBlock, UNet, run_flat
-from .common import EmptyGuide, annotation_plates, as_observation, foreground, in_chunks
+from ..networks import ConvBlock, run_flat
+from .common import FeatureModel, EmptyGuide, annotation_plates, as_observation, foreground, in_chunks
 
 WIDTH = 32  # transformer width
 HEADS = 4
@@ -53,16 +51,13 @@ def sample_logits(loc: torch.Tensor, std: torch.Tensor, factor: torch.Tensor,
     return loc + std * noise + (factor * weights).sum(-1)
 
 
-class TABModel(PyroModule):
+class TABModel(FeatureModel):
     """Transformer queries (shared + one per rater) decoded into low-rank Gaussian logit maps."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
-        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.outputs = self.y_family.channels(c.num_classes)
-        self.unet = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
         self.token_proj = nn.Linear(c.feature_channels + 2, WIDTH)
         self.transformer = nn.Transformer(WIDTH, HEADS, num_encoder_layers=1, num_decoder_layers=1,
                                           dim_feedforward=2 * WIDTH, dropout=0.0, batch_first=True)
