@@ -1,19 +1,30 @@
-"""Helpers shared by the reliability tests (crash safety, determinism, bad input, fuzzing)."""
+"""Helpers shared by the tests: one-thread runs of tiny models, weight comparison, a planted pickle."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Run a module's tiny models on one thread: extra threads only contend on a busy machine."""
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and extra threads only contend on a busy machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """A module's tests on one thread (:func:`single_thread`)."""
+    with single_thread():
+        yield
 
 
 def same_weights(first: dict, second: dict) -> bool:

@@ -9,7 +9,6 @@ processes for the cores.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,14 @@ from typing import Iterator
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.data.synthetic import make_synthetic
 from proseg_pyro.train import fit
+
+from .helpers import single_thread
 
 SPACING, ORIGIN = (0.7, 0.85, 2.5), (12.5, -40.0, 7.25)
 ROTATION = (0.0, -0.8, 0.6, 1.0, 0.0, 0.0, 0.0, 0.6, 0.8)  # a rotation, far from the identity
@@ -69,16 +69,6 @@ def tiny_holdout_config(**overrides) -> ProSegConfig:
     return ProSegConfig(**{**values, **overrides})
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def trained_holdout(tmp_path_factory: pytest.TempPathFactory) -> Holdout:
     """The shared model (trained on first use in this session: 96 images, 50 epochs)."""
     if "holdout" not in _TRAINED:
@@ -95,5 +85,5 @@ def trained_holdout(tmp_path_factory: pytest.TempPathFactory) -> Holdout:
 
 @pytest.fixture(scope="module", name="holdout")
 def holdout_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Holdout]:
-    with one_thread():
+    with single_thread():
         yield trained_holdout(tmp_path_factory)

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
@@ -16,17 +15,13 @@ from proseg_pyro.compare import (ALL_METHODS, compare, consensus_predictions, pa
 from proseg_pyro.errors import ConfigError
 
 from .conftest import tiny_config
+from .helpers import one_thread  # noqa: F401  (a fixture)
 
 TINY = {"base_channels": 8, "depth": 2, "feature_channels": 8, "z_channels": 4, "predictor_hidden": 8,
         "classifier_hidden": 8, "x_decoder_channels": 4, "batch_size": 8, "augment": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from ..helpers import single_thread
 
 
 @pytest.fixture(autouse=True, scope="package")
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
