@@ -156,10 +156,11 @@ def tau_embedding(samples: np.ndarray, names: list[str], path: str | os.PathLike
                    label=f"{name} (enrolled)" if new else name)
     ax.legend(fontsize=7, markerscale=1.5)
     axis = "PC" if method == "pca" else "t-SNE "
-    ax.set_xlabel(f"{axis}1")
+    ax.set_xlabel(f"{axis}1" + ("\n(an enrolled rater's style also has an offset, not shown here)" if enrolled else ""))
     ax.set_ylabel(f"{axis}2")
     ax.set_title(f"Rater preference tau ~ q(tau | r), {count} samples per rater "
                  f"({'PCA' if method == 'pca' else 't-SNE'})", fontsize=9)
+
     return _save(figure, path)
 
 
