@@ -60,7 +60,7 @@ def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) 
 @torch.no_grad()
 def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters, num_samples: int,
                  return_class_probs: bool = False, max_elements: int = 2 ** 27) -> torch.Tensor:
-    """Samples in the style of each of ``raters``: tau ~ q(tau | r), z ~ q(z_r | x), p(y | tau, z).
+    """Samples in the style of each of ``raters``: tau ~ q(tau | r), z ~ q(z_r | x), p(y | tau, z, delta_r).
 
     ``x`` (B, C, H, W); ``raters`` a sequence of N rater indices. Returns foreground probabilities
     (S, B, N, H, W), or class probabilities (S, B, N, H, W, K) with ``return_class_probs``.
