@@ -160,7 +160,6 @@ def tau_embedding(samples: np.ndarray, names: list[str], path: str | os.PathLike
     ax.set_ylabel(f"{axis}2")
     ax.set_title(f"Rater preference tau ~ q(tau | r), {count} samples per rater "
                  f"({'PCA' if method == 'pca' else 't-SNE'})", fontsize=9)
-
     return _save(figure, path)
 
 

@@ -18,7 +18,6 @@ from pyro.nn import PyroModule
 from ..chunks import chunk_sizes
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS
-from ..likelihoods import foreground  # noqa: F401  (re-exported for the methods)
 from ..methods import Method
 from ..networks import UNet
 

@@ -30,8 +30,9 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
+from ..likelihoods import foreground
 from ..networks import UNet, run_flat
-from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method, foreground
+from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 TRACE_WEIGHT = 0.1  # alpha of the trace regulariser
 IDENTITY_LOGIT = 3.0  # initial diagonal logit: each matrix starts at ~0.95 on the diagonal for K = 2

@@ -29,7 +29,7 @@ from torch.func import functional_call
 from ..config import ProSegConfig
 from ..methods import Method
 from .blocks import ConvEncoder
-from .common import annotation_plates, as_observation, foreground, in_chunks, make_plates
+from .common import annotation_plates, as_observation, in_chunks, make_plates
 from .prob_unet import LATENT_DIM, ProbUNetGuide, ProbUNetModel, prior, sample_channels
 
 SET_SIZE = 16  # prior samples in the bound loss and in the set the projection heads attend over
@@ -77,7 +77,7 @@ class DPersonaModel(ProbUNetModel):
             features.detach(), prior_z.sample((SET_SIZE,))[..., 0, :].transpose(0, 1)))  # (B, R, H, W, K_out)
         if y is not None:
             union, intersection = bound_targets(y, mask)
-            samples = foreground(self.class_probs(features, prior_z.rsample((SET_SIZE,))[..., 0, :]))  # (M, B, H, W)
+            samples = self.foreground_probs(features, prior_z.rsample((SET_SIZE,))[..., 0, :])  # (M, B, H, W)
             bound = (F.binary_cross_entropy(samples.amax(0).clamp(1e-6, 1 - 1e-6), union, reduction="none") +
                      F.binary_cross_entropy(samples.amin(0).clamp(1e-6, 1 - 1e-6), intersection, reduction="none"))
             with plates[0]:
@@ -97,7 +97,7 @@ def personalised(model: DPersonaModel, guide: ProbUNetGuide, x: torch.Tensor, ra
 
     def draw(size: int) -> torch.Tensor:
         projected = model.project(features, z_prior.sample((size, SET_SIZE)).transpose(1, 2))  # (s, B, R, D)
-        return foreground(model.class_probs(features[None, :, None], projected[:, :, raters]))
+        return model.foreground_probs(features[None, :, None], projected[:, :, raters])
 
     return in_chunks(num_samples, x, len(raters), sample_channels(model.config), draw)
 

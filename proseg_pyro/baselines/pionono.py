@@ -34,7 +34,7 @@ from torch import nn
 from ..config import ProSegConfig
 from ..methods import Method
 from ..networks import SegmentationPredictor
-from .common import FeatureModel, annotation_plates, as_observation, foreground, in_chunks, make_plates, random_raters
+from .common import FeatureModel, annotation_plates, as_observation, in_chunks, make_plates, random_raters
 from .prob_unet import sample_channels
 
 LATENT_DIM = 8
@@ -56,9 +56,9 @@ class PiononoModel(FeatureModel):
                                           self.y_family.channels(c.num_classes))
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
-    def class_probs(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``features`` (..., F, H, W) and ``z`` (..., D), broadcast -> class probabilities (..., H, W, K)."""
-        return self.y_family.probs(self.head(features, z))
+    def foreground_probs(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``features`` (..., F, H, W) and ``z`` (..., D), broadcast -> foreground probabilities (..., H, W)."""
+        return self.y_family.foreground(self.head(features, z))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         plates = make_plates(x, self.config.num_raters)
@@ -97,8 +97,8 @@ def personalised(model: PiononoModel, guide: PiononoGuide, x: torch.Tensor, rate
     raters = list(raters)
     features = model.unet(x)[None, :, None]  # (1, B, 1, F, H, W)
     q = guide.z_dist()
-    return in_chunks(num_samples, x, len(raters), sample_channels(model.config), lambda size: foreground(
-        model.class_probs(features, q.sample((size,))[:, None, raters])))
+    return in_chunks(num_samples, x, len(raters), sample_channels(model.config), lambda size: model.foreground_probs(
+        features, q.sample((size,))[:, None, raters]))
 
 
 @torch.no_grad()
@@ -110,7 +110,7 @@ def prior(model: PiononoModel, guide: PiononoGuide, x: torch.Tensor, num_samples
     def draw(size: int) -> torch.Tensor:
         chosen = random_raters(size, x.shape[0], model.config.num_raters, x.device)  # (s, B)
         z = dist.MultivariateNormal(q.loc[chosen], scale_tril=q.scale_tril[chosen]).sample()  # (s, B, D)
-        return foreground(model.class_probs(features, z))
+        return model.foreground_probs(features, z)
 
     return in_chunks(num_samples, x, 1, sample_channels(model.config), draw)
 

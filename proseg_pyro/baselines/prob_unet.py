@@ -30,7 +30,7 @@ from ..config import ProSegConfig
 from ..methods import Method
 from ..networks import SegmentationPredictor
 from .blocks import GaussianEncoder
-from .common import FeatureModel, Plates, annotation_plates, as_observation, foreground, in_chunks
+from .common import FeatureModel, Plates, annotation_plates, as_observation, in_chunks
 
 LATENT_DIM = 6
 BETA = 1.0  # weight of the KL term (the paper's)
@@ -50,9 +50,9 @@ class ProbUNetModel(FeatureModel):
         """p(z | x): ``x`` (..., C, H, W) -> batch (...), event (D,)."""
         return dist.Normal(*self.prior_net(x)).to_event(1)
 
-    def class_probs(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``features`` (..., F, H, W) and ``z`` (..., D), broadcast -> class probabilities (..., H, W, K)."""
-        return self.y_family.probs(self.fcomb(features, z))
+    def foreground_probs(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``features`` (..., F, H, W) and ``z`` (..., D), broadcast -> foreground probabilities (..., H, W)."""
+        return self.y_family.foreground(self.fcomb(features, z))
 
     def observe(self, x: torch.Tensor, features: torch.Tensor, prior: dist.Distribution, y: torch.Tensor | None,
                 mask: torch.Tensor | None, plates: Plates | None = None) -> torch.Tensor:
@@ -100,8 +100,8 @@ def personalised(model: ProbUNetModel, guide: ProbUNetGuide, x: torch.Tensor, ra
     count = len(list(raters))
     features = model.unet(x)[None, :, None]  # (1, B, 1, F, H, W)
     prior = model.z_prior(x)  # batch (B,)
-    return in_chunks(num_samples, x, count, sample_channels(model.config), lambda size: foreground(
-        model.class_probs(features, prior.sample((size, count)).transpose(1, 2))))
+    return in_chunks(num_samples, x, count, sample_channels(model.config), lambda size: model.foreground_probs(
+        features, prior.sample((size, count)).transpose(1, 2)))
 
 
 @torch.no_grad()
@@ -109,8 +109,8 @@ def prior(model: ProbUNetModel, guide: ProbUNetGuide, x: torch.Tensor, num_sampl
     """Samples with z from the prior net: (S, B, H, W)."""
     features = model.unet(x)[None]  # (1, B, F, H, W)
     z_prior = model.z_prior(x)
-    return in_chunks(num_samples, x, 1, sample_channels(model.config), lambda size: foreground(
-        model.class_probs(features, z_prior.sample((size,)))))
+    return in_chunks(num_samples, x, 1, sample_channels(model.config), lambda size: model.foreground_probs(
+        features, z_prior.sample((size,))))
 
 
 METHOD = Method("prob_unet", lambda config: (ProbUNetModel(config), ProbUNetGuide(config)), personalised, prior,

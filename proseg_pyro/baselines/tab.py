@@ -31,7 +31,7 @@ from torch import nn
 from ..config import ProSegConfig
 from ..methods import Method
 from ..networks import ConvBlock, run_flat
-from .common import FeatureModel, EmptyGuide, annotation_plates, as_observation, foreground, in_chunks
+from .common import FeatureModel, EmptyGuide, annotation_plates, as_observation, in_chunks
 
 WIDTH = 32  # transformer width
 HEADS = 4
@@ -113,16 +113,16 @@ def personalised(model: TABModel, guide: EmptyGuide, x: torch.Tensor, raters, nu
     """Draws of each rater query's logits: (S, B, N, H, W)."""
     index = [rater + 1 for rater in raters]
     params = [t[:, index] for t in model.logit_distribution(x)]
-    return in_chunks(num_samples, x, len(index), _sample_channels(model), lambda size: foreground(
-        model.y_family.probs(sample_logits(*params, (size,)))))
+    return in_chunks(num_samples, x, len(index), _sample_channels(model), lambda size: model.y_family.foreground(
+        sample_logits(*params, (size,))))
 
 
 @torch.no_grad()
 def prior(model: TABModel, guide: EmptyGuide, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Draws of the shared query's logits: (S, B, H, W)."""
     params = [t[:, 0] for t in model.logit_distribution(x)]
-    return in_chunks(num_samples, x, 1, _sample_channels(model), lambda size: foreground(
-        model.y_family.probs(sample_logits(*params, (size,)))))
+    return in_chunks(num_samples, x, 1, _sample_channels(model), lambda size: model.y_family.foreground(
+        sample_logits(*params, (size,))))
 
 
 METHOD = Method("tab", lambda config: (TABModel(config), EmptyGuide(config)), personalised, prior,

@@ -21,7 +21,7 @@ from torch import nn
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS
 from ..networks import UNet
-from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method, foreground
+from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 
 class DirectSegmentation(PyroModule):
@@ -45,7 +45,7 @@ class DirectSegmentation(PyroModule):
 
     def rater_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Foreground probability in each rater's style: (B, R, H, W)."""
-        probs = foreground(self.y_family.probs(self.logits(x)))
+        probs = self.y_family.foreground(self.logits(x))
         return probs.expand(-1, self.config.num_raters, -1, -1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
