@@ -48,20 +48,10 @@ def rater_index(config: ProSegConfig, name: str) -> int:
     return names.index(name)
 
 
-@dataclass
-class Grown:
-    """Copies of a model and guide that know one more rater, their config, and the names of the
-    guide's per-rater parameters (the new rater's row is their last)."""
-
-    model: ProSegModel
-    guide: ProSegGuide
-    config: ProSegConfig
-    rows: list[str]
-
-
-def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> Grown:
-    """Copies of ``model`` and ``guide`` with a slot for rater ``name``: its tau row at the mean of
-    the training raters' rows, its style offset 0."""
+def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> tuple[ProSegModel, ProSegGuide, list[str]]:
+    """Copies of ``model`` and ``guide`` with a slot for rater ``name`` (their config lists it): its
+    tau row at the mean of the training raters' rows, its style offset 0. Also returns the names of
+    the guide's per-rater parameters, whose last row is the new rater's."""
     config = guide.config
     if name in rater_names(config):
         raise ProSegError(f"rater {name!r} is already known to this checkpoint")
@@ -77,7 +67,7 @@ def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> Grown:
     model_state["enrolled_offsets"] = torch.cat([model.enrolled_offsets, model.enrolled_offsets.new_zeros(
         1, config.predictor_hidden)])
     new_model.load_state_dict(model_state)
-    return Grown(new_model.eval(), new_guide.eval(), new_config, rows)
+    return new_model.eval(), new_guide.eval(), rows
 
 
 @contextlib.contextmanager
@@ -128,8 +118,8 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
                           f"{tuple(images.shape)} and {tuple(annotations.shape)}")
     if offset_scale < 0:
         raise ProSegError(f"enrolment needs offset_scale >= 0, got {offset_scale}")
-    grown = add_rater(model, guide, name)
-    config, new_model, new_guide = grown.config, grown.model, grown.guide
+    new_model, new_guide, row_names = add_rater(model, guide, name)
+    config = new_guide.config
     index = config.num_raters + len(config.enrolled_raters) - 1
     slot = torch.tensor([index], device=images.device)
     with torch.no_grad():
@@ -159,7 +149,7 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
 
     elbo = pyro.infer.TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True,
                                           max_plate_nesting=1)
-    rows = [dict(new_guide.named_parameters())[key] for key in grown.rows]
+    rows = [dict(new_guide.named_parameters())[key] for key in row_names]
     optimizer = torch.optim.Adam(rows + ([offset] if offset.requires_grad else []), lr=lr)
     losses = []
     with _train_rows([new_model, new_guide], rows, index), torch.random.fork_rng(
