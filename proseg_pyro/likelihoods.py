@@ -19,13 +19,16 @@ class AnnotationLikelihood:
     ``channels(K)``: predictor outputs for K classes; ``dist(logits)``: logits (..., H, W, channels)
     -> distribution with event shape (H, W); ``probs(logits)``: class probabilities (..., H, W, K);
     ``foreground(logits)``: probability of any class but the background, (..., H, W), equal to
-    ``foreground(probs(logits))`` without forming every class's probability.
+    ``foreground(probs(logits))`` without forming every class's probability;
+    ``foreground_readout(K)``: a vector c (channels,) with ``foreground(logits) = sigmoid(logits @ c)``
+    where one exists (two classes), else None; a predictor can fold it into its last layer.
     """
 
     channels: Callable[[int], int]
     dist: Callable[[torch.Tensor], dist.Distribution]
     probs: Callable[[torch.Tensor], torch.Tensor]
     foreground: Callable[[torch.Tensor], torch.Tensor]
+    foreground_readout: Callable[[int], tuple[float, ...] | None]
 
 
 def foreground(class_probs: torch.Tensor) -> torch.Tensor:
@@ -50,13 +53,15 @@ Y_LIKELIHOODS: dict[str, AnnotationLikelihood] = {
         channels=lambda classes: classes,
         dist=lambda logits: dist.Categorical(logits=logits).to_event(2),
         probs=lambda logits: logits.softmax(-1),
-        foreground=_categorical_foreground),
+        foreground=_categorical_foreground,
+        foreground_readout=lambda classes: (-1.0, 1.0) if classes == 2 else None),
     # one foreground logit per pixel (binary segmentation only)
     "bernoulli": AnnotationLikelihood(
         channels=lambda classes: 1,
         dist=lambda logits: dist.Bernoulli(logits=logits[..., 0]).to_event(2),
         probs=_bernoulli_probs,
-        foreground=lambda logits: torch.sigmoid(logits[..., 0])),
+        foreground=lambda logits: torch.sigmoid(logits[..., 0]),
+        foreground_readout=lambda classes: (1.0,)),
 }
 
 

@@ -79,8 +79,14 @@ class ProSegModel(PyroModule):
         return self.y_family.probs(self.predictor(z, tau, offset))
 
     def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W)."""
-        return self.y_family.foreground(self.predictor(z, tau, offset))
+        """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W).
+
+        Where the likelihood's foreground logit is one combination of the logits (two classes), the
+        predictor computes that combination alone."""
+        readout = self.y_family.foreground_readout(self.config.num_classes)
+        if readout is None:
+            return self.y_family.foreground(self.predictor(z, tau, offset))
+        return torch.sigmoid(self.predictor(z, tau, offset, readout=z.new_tensor(readout)))
 
     def style_offset(self, raters: torch.Tensor) -> torch.Tensor | None:
         """``delta`` of rater slots ``raters`` (N,) long: (N, hidden), 0 for training raters; None

@@ -7,6 +7,8 @@ needs no Python loop.
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 
-def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3, channels_last: bool = False) -> torch.Tensor:
+def run_flat(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, event_dims: int = 3,
+             channels_last: bool = False) -> torch.Tensor:
     """Apply ``module`` to ``x`` (..., *event) by flattening the leading dims into one batch dim.
 
     ``channels_last`` hands ``module`` its (N, C, H, W) input in channels-last memory: convolutions
@@ -161,16 +164,31 @@ class SegmentationPredictor(nn.Module):
                                   nn.Linear(hidden, out_channels))
 
     def _from_z(self, z: torch.Tensor) -> torch.Tensor:
-        """The first layer's z part, channels last as the linear layers read it: (..., H, W, hidden)."""
+        """The first layer's z part without its bias, channels last as the linear layers read it:
+        (..., H, W, hidden)."""
         if self.from_z.kernel_size == (1, 1):
             # a per-pixel matmul that reads z where it lies: autograd keeps z itself, not a copy
             flat = z.reshape(-1, *z.shape[-3:]).flatten(-2)  # (N, Cz, H W)
             weight = self.from_z.weight.flatten(1).t().expand(len(flat), -1, -1)
-            out = torch.bmm(flat.mT, weight).add_(self.from_z.bias)  # (N, H W, hidden)
-            return out.reshape(*z.shape[:-3], *z.shape[-2:], -1)
+            return torch.bmm(flat.mT, weight).reshape(*z.shape[:-3], *z.shape[-2:], -1)  # (N, H W, hidden)
         # a channels-last convolution's output is (..., H, W, hidden) in memory already
-        return run_flat(self.from_z, z, channels_last=True).movedim(-3, -1)
+        conv = partial(F.conv2d, weight=self.from_z.weight, padding=self.from_z.padding)
+        return run_flat(conv, z, channels_last=True).movedim(-3, -1)
 
-    def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        style = self.from_tau(tau) if offset is None else self.from_tau(tau) + offset
-        return self.rest(self._from_z(z) + style[..., None, None, :])
+    def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None,
+                readout: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (..., H, W, K_out); with ``readout`` (K_out,) their combination ``logits @ readout``
+        (..., H, W), folded into the last layer (one output channel instead of K_out)."""
+        style = self.from_tau(tau) + self.from_z.bias  # the first layer's per-map part: (..., hidden)
+        if offset is not None:
+            style = style + offset
+        first = self._from_z(z)
+        style = style[..., None, None, :]
+        in_place = torch.broadcast_shapes(first.shape, style.shape) == first.shape
+        *hidden_layers, last = self.rest
+        hidden = first.add_(style) if in_place else first + style
+        for layer in hidden_layers:
+            hidden = layer(hidden)
+        if readout is None:
+            return last(hidden)
+        return F.linear(hidden, readout @ last.weight, readout @ last.bias)

@@ -136,3 +136,40 @@ def test_networks_take_extra_leading_batch_dims():
     assert probs.shape == (5, 3, 4, 16, 16, 2)
     flat = model.class_probs(tau.reshape(60, -1), z.reshape(60, *z.shape[3:]))
     torch.testing.assert_close(probs.reshape(60, 16, 16, 2), flat)
+
+
+
+def _concatenated_logits(predictor, z, tau, offset):
+    """The predictor as the paper writes it: a 1x1 conv over [z, tau tiled at every pixel], then the MLP."""
+    lead = torch.broadcast_shapes(z.shape[:-3], tau.shape[:-1])
+    z, tau = z.expand(*lead, *z.shape[-3:]), tau.expand(*lead, tau.shape[-1])
+    inputs = torch.cat([z, tau[..., None, None].expand(*tau.shape, *z.shape[-2:])], -3).flatten(0, -4)
+    weight = torch.cat([predictor.from_z.weight, predictor.from_tau.weight[..., None, None]], 1)
+    first = torch.nn.functional.conv2d(inputs, weight, predictor.from_z.bias).movedim(1, -1)  # (M, H, W, hidden)
+    first = first.reshape(*lead, *first.shape[1:]) + offset[..., None, None, :]
+    return predictor.rest(first)
+
+
+@pytest.mark.parametrize("z_lead,tau_lead", [((3, 4), (3, 4)), ((3, 1), (3, 4)), ((2, 3, 4), (3, 4))])
+def test_predictor_equals_the_mlp_over_concatenated_inputs(z_lead, tau_lead):
+    torch.manual_seed(0)
+    predictor = ProSegModel(tiny_config()).predictor
+    z = torch.randn(*z_lead, 4, 6, 5)
+    tau = dist.Dirichlet(torch.ones(8)).sample(tau_lead)
+    offset = torch.randn(tau_lead[-1], 8)
+    expected = _concatenated_logits(predictor, z, tau, offset)
+    torch.testing.assert_close(predictor(z, tau, offset), expected, rtol=1e-5, atol=1e-5)
+    readout = torch.tensor([-1.0, 1.0])
+    torch.testing.assert_close(predictor(z, tau, offset, readout=readout), expected @ readout, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("y_likelihood,classes,kernel", [("categorical", 2, 1), ("categorical", 3, 1),
+                                                          ("bernoulli", 2, 1), ("categorical", 2, 3)])
+def test_foreground_probs_are_one_minus_the_background_class(y_likelihood, classes, kernel):
+    torch.manual_seed(0)
+    model = ProSegModel(tiny_config(y_likelihood=y_likelihood, num_classes=classes, predictor_kernel=kernel))
+    tau = dist.Dirichlet(torch.ones(8)).sample((3, 4))
+    z = 3 * torch.randn(3, 4, 4, 16, 16)
+    foreground = model.foreground_probs(tau, z)
+    assert foreground.shape == (3, 4, 16, 16)
+    torch.testing.assert_close(foreground, 1 - model.class_probs(tau, z)[..., 0], rtol=1e-5, atol=1e-6)
