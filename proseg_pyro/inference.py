@@ -13,14 +13,14 @@ import torch
 from .chunks import chunk_sizes
 from .guide import ProSegGuide
 from .model import ProSegModel
-from .noise import standard_normal
+from .noise import standard_normal_
 
 
-def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_class_probs: bool,
+def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
              offset: torch.Tensor | None = None, tile: int = 2 ** 21) -> torch.Tensor:
-    """Foreground probabilities (..., H, W) of p(y | tau, z), or its class probabilities (..., H, W, K),
-    for ``tau`` (..., T), ``z`` (..., Cz, H, W) and the raters' style ``offset`` (None, or
-    broadcastable to (..., hidden)).
+    """Write into ``out`` (..., H, W) the foreground probabilities of p(y | tau, z), or into ``out``
+    (..., H, W, K) its class probabilities, for ``tau`` (..., T), ``z`` (..., Cz, H, W) and the raters'
+    style ``offset`` (None, or broadcastable to (..., hidden)); returns ``out``.
 
     The predictor runs on a few maps at a time (about ``tile`` latent values): its per-pixel
     intermediates then stay in cache, which halves its time on a CPU against one pass over a chunk.
@@ -29,32 +29,46 @@ def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, return_clas
     tau, z = tau.reshape(-1, tau.shape[-1]), z.reshape(-1, *z.shape[-3:])
     if offset is not None:
         offset = offset.expand(*lead, offset.shape[-1]).reshape(len(z), -1)
-    probs = model.class_probs if return_class_probs else model.foreground_probs
+    flat_out = out.view(len(z), *out.shape[len(lead):])
+    probs = model.class_probs if flat_out.dim() == 4 else model.foreground_probs
     step = max(1, tile // z[0].numel())
-    out = torch.cat([probs(tau[start:start + step], z[start:start + step],
-                           None if offset is None else offset[start:start + step])
-                     for start in range(0, len(z), step)])
-    return out.reshape(*lead, *out.shape[1:])
+    for start in range(0, len(z), step):
+        part = slice(start, start + step)
+        flat_out[part] = probs(tau[part], z[part], None if offset is None else offset[part])
+    return out
 
 
-def _normal(mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Draws of ``Normal(mean, std)`` broadcast to ``shape``, the noise on all CPU cores
-    (:func:`~proseg_pyro.noise.standard_normal`)."""
-    return standard_normal(shape, mean).mul_(std).add_(mean)
+def _normal_(mean: torch.Tensor, std: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out`` with draws of ``Normal(mean, std)`` (parameters broadcast to its shape), the noise
+    drawn on all CPU cores (:func:`~proseg_pyro.noise.standard_normal_`); returns ``out``."""
+    return torch.addcmul(mean, standard_normal_(out), std, out=out)
 
 
-def _chosen_latent(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor) -> torch.Tensor:
-    """z ~ q(z_i | x) for each sample's rater i: ``loc``/``scale`` (B, 1 or R, Cz, H, W), ``rater``
-    (s, B) -> (s, B, Cz, H, W). A shared head is broadcast, per-rater heads are gathered with
-    ``index_select``: no per-sample copies of the parameters for the shared head."""
+def _chosen_latent_(loc: torch.Tensor, scale: torch.Tensor, rater: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """z ~ q(z_i | x) for each sample's rater i into ``out`` (s, B, Cz, H, W): ``loc``/``scale``
+    (B, 1 or R, Cz, H, W), ``rater`` (s, B). A shared head is broadcast, per-rater heads are gathered
+    with ``index_select``: no per-sample copies of the parameters for the shared head."""
     samples, batch = rater.shape
     if loc.shape[1] == 1:
-        mean, std = loc[:, 0], scale[:, 0]
-    else:
-        rows = (torch.arange(batch, device=rater.device) * loc.shape[1] + rater).flatten()
-        mean = loc.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
-        std = scale.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
-    return _normal(mean, std, (samples, batch, *loc.shape[2:]))
+        return _normal_(loc[:, 0], scale[:, 0], out)
+    rows = (torch.arange(batch, device=rater.device) * loc.shape[1] + rater).flatten()
+    mean = loc.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
+    std = scale.flatten(0, 1).index_select(0, rows).unflatten(0, (samples, batch))
+    return _normal_(mean, std, out)
+
+
+def _outputs(model: ProSegModel, samples: int, maps: tuple[int, ...], like: torch.Tensor,
+             return_class_probs: bool) -> torch.Tensor:
+    """Room for ``samples`` predictions of ``maps`` (e.g. (B, N)) images like ``like`` (..., H, W):
+    (S, *maps, H, W), or (S, *maps, H, W, K) with ``return_class_probs``."""
+    classes = (model.config.num_classes,) if return_class_probs else ()
+    return like.new_empty(samples, *maps, *like.shape[-2:], *classes)
+
+
+def _latent_buffer(sizes: list[int], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """One (max(sizes), *shape) buffer that every chunk's latent draws reuse: fresh memory of this
+    size would be zeroed by the system on first touch, a third of the time of drawing the noise."""
+    return like.new_empty(max(sizes, default=0), *shape)
 
 
 @torch.no_grad()
@@ -72,12 +86,16 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     z_q = guide.z_dist(x, raters).base_dist  # batch (B, 1 or N, Cz, H, W)
     event = z_q.loc.shape[-3:]
     per_sample = batch * count * (math.prod(event) + model.config.num_classes * math.prod(x.shape[-2:]))
-    out = []
-    for size in chunk_sizes(num_samples, per_sample, max_elements):
+    sizes = chunk_sizes(num_samples, per_sample, max_elements)
+    out = _outputs(model, num_samples, (batch, count), x, return_class_probs)
+    latent = _latent_buffer(sizes, (batch, count, *event), x)
+    start = 0
+    for size in sizes:
         tau = tau_q.sample((size, batch))  # (s, B, N, T)
-        z = _normal(z_q.loc, z_q.scale, (size, batch, count, *event))  # (s, B, N, Cz, H, W)
-        out.append(_predict(model, tau, z, return_class_probs, offset))
-    return torch.cat(out)
+        z = _normal_(z_q.loc, z_q.scale, latent[:size])  # (s, B, N, Cz, H, W)
+        _predict(model, tau, z, out[start:start + size], offset)
+        start += size
+    return out
 
 
 @torch.no_grad()
@@ -120,12 +138,16 @@ def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: 
     z_q = guide.z_dist(x)  # batch (B, 1) or (B, R)
     loc, scale = z_q.base_dist.loc, z_q.base_dist.scale
     per_sample = batch * (math.prod(z_q.event_shape) + config.num_classes * math.prod(x.shape[-2:]))
-    probs, chosen = [], []
-    for size in chunk_sizes(num_samples, per_sample, max_elements):
+    sizes = chunk_sizes(num_samples, per_sample, max_elements)
+    probs = _outputs(model, num_samples, (batch,), x, return_class_probs)
+    chosen = x.new_empty(num_samples, batch, dtype=torch.long)
+    latent = _latent_buffer(sizes, (batch, *z_q.event_shape), x)
+    start = 0
+    for size in sizes:
         tau = tau_p.sample((size, batch))  # (s, B, T)
         rater = model.classifier(tau).argmax(-1)  # (s, B)
-        z = _chosen_latent(loc, scale, rater)  # (s, B, Cz, H, W)
-        probs.append(_predict(model, tau, z, return_class_probs))
-        chosen.append(rater)
-    probs = torch.cat(probs)
-    return (probs, torch.cat(chosen)) if return_raters else probs
+        chosen[start:start + size] = rater
+        z = _chosen_latent_(loc, scale, rater, latent[:size])  # (s, B, Cz, H, W)
+        _predict(model, tau, z, probs[start:start + size])
+        start += size
+    return (probs, chosen) if return_raters else probs

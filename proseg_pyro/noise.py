@@ -2,7 +2,7 @@
 
 torch fills a CPU tensor with normals from one Mersenne-Twister stream on one core, whatever
 ``torch.get_num_threads()`` says, and sampling a latent map takes millions of them per sample (at
-128x128 the draws were over half of personalised sampling's time). :func:`standard_normal` fills
+128x128 the draws were over half of personalised sampling's time). :func:`standard_normal_` fills
 fixed-size blocks from independent generators, seeded by one draw from torch's default generator,
 on a thread pool: the numbers depend on ``torch.manual_seed`` only, not on the number of threads.
 """
@@ -29,12 +29,11 @@ def _fill(block: torch.Tensor, seed: int) -> None:
     block.normal_(generator=torch.Generator().manual_seed(seed))
 
 
-def standard_normal(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Independent N(0, 1) draws of ``shape``, with the dtype and device of ``like``.
+def standard_normal_(out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out`` (contiguous) with independent N(0, 1) draws, in place; returns ``out``.
 
     On a GPU (parallel already), or for fewer than two blocks, this is ``normal_()`` itself.
     """
-    out = torch.empty(shape, dtype=like.dtype, device=like.device)
     threads = torch.get_num_threads()
     if out.device.type != "cpu" or out.numel() < 2 * BLOCK or threads < 2:
         return out.normal_()

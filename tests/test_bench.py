@@ -102,9 +102,12 @@ def test_checkpointed_unet_gives_the_same_gradients():
 def test_sampling_in_tiles_gives_the_samples_of_one_pass():
     model, guide, _ = build(tiny_config())
     tau, z = torch.rand(3, 2, 4, 8).softmax(-1), torch.randn(3, 2, 4, 4, 16, 16)
-    whole = inference._predict(model, tau, z, return_class_probs=True, tile=z.numel())
-    tiled = inference._predict(model, tau, z, return_class_probs=True, tile=1)
+    whole = inference._predict(model, tau, z, torch.empty(3, 2, 4, 16, 16, 2), tile=z.numel())
+    tiled = inference._predict(model, tau, z, torch.empty(3, 2, 4, 16, 16, 2), tile=1)
     torch.testing.assert_close(tiled, whole, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model.class_probs(tau, z), whole)
+    foreground = inference._predict(model, tau, z, torch.empty(3, 2, 4, 16, 16), tile=1)
+    torch.testing.assert_close(foreground, 1 - whole[..., 0], rtol=1e-5, atol=1e-6)
     x = torch.randn(2, 1, 16, 16)
     for loop in (sample_loop, sample_loop_raters_batched):
         samples = loop(model, guide, x, [0, 3], 3)

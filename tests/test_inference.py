@@ -58,3 +58,18 @@ def test_tau_draws_follow_the_raters_concentration(pair):
         guide.tau_concentration_raw[3] = 1e4 * torch.nn.functional.one_hot(torch.tensor(5), model.config.tau_dim)
     tau = guide.tau_dist(torch.tensor([3])).sample((10,))
     assert (tau[..., 5] > 0.99).all()
+
+
+def test_latent_draws_follow_each_maps_own_normal():
+    """z over a reused buffer: per-rater means and scales go to the samples of their rater only."""
+    torch.manual_seed(0)
+    loc = torch.tensor([[0.0, 10.0, -5.0], [3.0, -2.0, 7.0]]).reshape(2, 3, 1, 1, 1).expand(2, 3, 2, 4, 4)
+    scale = torch.tensor([[1.0, 0.5, 2.0], [0.1, 3.0, 1.0]]).reshape(2, 3, 1, 1, 1).expand(2, 3, 2, 4, 4)
+    buffer = torch.full((4000, 2, 2, 4, 4), float("nan"))
+    rater = torch.tensor([2, 0]).expand(4000, 2)  # image 0 takes rater 2, image 1 rater 0
+    z = inference._chosen_latent_(loc, scale, rater, buffer)
+    assert z.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(z.mean((0, 2, 3, 4)), torch.tensor([-5.0, 3.0]), atol=0.03, rtol=0)
+    torch.testing.assert_close(z.std((0, 2, 3, 4)), torch.tensor([2.0, 0.1]), atol=0.03, rtol=0)
+    shared = inference._chosen_latent_(loc[:, :1], scale[:, :1], rater, buffer)
+    torch.testing.assert_close(shared.mean((0, 2, 3, 4)), torch.tensor([0.0, 3.0]), atol=0.03, rtol=0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from proseg_pyro.noise import BLOCK, standard_normal
+from proseg_pyro.noise import BLOCK, standard_normal_
 
 SHAPE = (3, BLOCK + 7)  # three and a bit blocks
 
@@ -15,14 +15,14 @@ def test_draws_depend_on_the_seed_only_not_on_the_threads():
         for count in (2, 3, 2):
             torch.set_num_threads(count)
             torch.manual_seed(4)
-            draws.append(standard_normal(SHAPE, torch.zeros(())))
+            draws.append(standard_normal_(torch.empty(SHAPE)))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
     torch.manual_seed(5)
     torch.set_num_threads(2)
     try:
-        assert not torch.equal(standard_normal(SHAPE, torch.zeros(())), draws[0])
+        assert not torch.equal(standard_normal_(torch.empty(SHAPE)), draws[0])
     finally:
         torch.set_num_threads(threads)
 
@@ -32,7 +32,7 @@ def test_blocks_are_independent_standard_normals():
     torch.set_num_threads(2)
     try:
         torch.manual_seed(0)
-        noise = standard_normal(SHAPE, torch.zeros((), dtype=torch.float64))
+        noise = standard_normal_(torch.empty(SHAPE, dtype=torch.float64))
     finally:
         torch.set_num_threads(threads)
     assert noise.dtype == torch.float64 and noise.shape == SHAPE
@@ -47,6 +47,6 @@ def test_blocks_are_independent_standard_normals():
 
 def test_small_draws_are_torch_normal():
     torch.manual_seed(1)
-    small = standard_normal((4, 5), torch.zeros(()))
+    small = standard_normal_(torch.empty(4, 5))
     torch.manual_seed(1)
     assert torch.equal(small, torch.empty(4, 5).normal_())
