@@ -7,8 +7,6 @@ needs no Python loop.
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +14,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 
-def run_flat(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, event_dims: int = 3,
-             channels_last: bool = False) -> torch.Tensor:
+def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3, channels_last: bool = False) -> torch.Tensor:
     """Apply ``module`` to ``x`` (..., *event) by flattening the leading dims into one batch dim.
 
     ``channels_last`` hands ``module`` its (N, C, H, W) input in channels-last memory: convolutions
@@ -163,17 +160,18 @@ class SegmentationPredictor(nn.Module):
         self.rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, out_channels))
 
-    def _from_z(self, z: torch.Tensor) -> torch.Tensor:
-        """The first layer's z part without its bias, channels last as the linear layers read it:
-        (..., H, W, hidden)."""
+    def _first_layer(self, z: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The first layer's z part plus ``style`` (N, hidden), for ``z`` (N, Cz, H, W): (N, H W, hidden),
+        channels last as the linear layers read it, and a new tensor (not a view), so that the
+        in-place ReLUs after it add no copies to the backward pass."""
+        style = style[:, None, :]
         if self.from_z.kernel_size == (1, 1):
             # a per-pixel matmul that reads z where it lies: autograd keeps z itself, not a copy
-            flat = z.reshape(-1, *z.shape[-3:]).flatten(-2)  # (N, Cz, H W)
-            weight = self.from_z.weight.flatten(1).t().expand(len(flat), -1, -1)
-            return torch.bmm(flat.mT, weight).reshape(*z.shape[:-3], *z.shape[-2:], -1)  # (N, H W, hidden)
-        # a channels-last convolution's output is (..., H, W, hidden) in memory already
-        conv = partial(F.conv2d, weight=self.from_z.weight, padding=self.from_z.padding)
-        return run_flat(conv, z, channels_last=True).movedim(-3, -1)
+            weight = self.from_z.weight.flatten(1).t().expand(len(z), -1, -1)
+            return torch.bmm(z.flatten(-2).mT, weight).add_(style)
+        conv = F.conv2d(z.contiguous(memory_format=torch.channels_last), self.from_z.weight,
+                        padding=self.from_z.padding)
+        return conv.permute(0, 2, 3, 1).flatten(1, 2) + style  # channels last in memory already
 
     def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None,
                 readout: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,13 +180,14 @@ class SegmentationPredictor(nn.Module):
         style = self.from_tau(tau) + self.from_z.bias  # the first layer's per-map part: (..., hidden)
         if offset is not None:
             style = style + offset
-        first = self._from_z(z)
-        style = style[..., None, None, :]
-        in_place = torch.broadcast_shapes(first.shape, style.shape) == first.shape
-        *hidden_layers, last = self.rest
-        hidden = first.add_(style) if in_place else first + style
+        lead = torch.broadcast_shapes(z.shape[:-3], style.shape[:-1])
+        first = self._first_layer(z.expand(*lead, *z.shape[-3:]).reshape(-1, *z.shape[-3:]),
+                                  style.expand(*lead, style.shape[-1]).reshape(-1, style.shape[-1]))
+        # the in-place ReLUs act on new tensors only: the linear layers get a 2-d input (N H W, hidden),
+        # for which they return new tensors (for more dims, views that backward would copy)
+        relu, *hidden_layers, last = self.rest
+        hidden = relu(first).flatten(0, 1)
         for layer in hidden_layers:
             hidden = layer(hidden)
-        if readout is None:
-            return last(hidden)
-        return F.linear(hidden, readout @ last.weight, readout @ last.bias)
+        logits = last(hidden) if readout is None else torch.addmv(readout @ last.bias, hidden, readout @ last.weight)
+        return logits.reshape(*lead, *z.shape[-2:], *logits.shape[1:])

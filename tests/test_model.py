@@ -173,3 +173,27 @@ def test_foreground_probs_are_one_minus_the_background_class(y_likelihood, class
     foreground = model.foreground_probs(tau, z)
     assert foreground.shape == (3, 4, 16, 16)
     torch.testing.assert_close(foreground, 1 - model.class_probs(tau, z)[..., 0], rtol=1e-5, atol=1e-6)
+
+
+def _backward_nodes(tensor: torch.Tensor) -> set[str]:
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_predictor_backward_copies_no_activation_maps(kernel):
+    """The in-place ReLUs act on new tensors, never on views: a view changed in place makes backward
+    copy the whole activation map (CopySlices), a tenth of a training step at paper size."""
+    model = ProSegModel(tiny_config(predictor_kernel=kernel))
+    z = torch.randn(3, 4, 4, 16, 16, requires_grad=True)
+    tau = dist.Dirichlet(torch.ones(8)).sample((3, 4))
+    nodes = _backward_nodes(model.predictor(z, tau))
+    assert {"BmmBackward0" if kernel == 1 else "ConvolutionBackward0", "AddmmBackward0", "ReluBackward0"} <= nodes
+    assert not {"CopySlices", "AsStridedBackward0"} & nodes, nodes
