@@ -15,6 +15,8 @@ import math
 import pyro.distributions as dist
 import torch
 
+from .noise import standard_normal_
+
 _HALF_LOG_TWO_PI = math.log(math.sqrt(2 * math.pi))
 
 
@@ -67,7 +69,13 @@ def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor)
 
 
 class FusedNormal(dist.Normal):
-    """``pyro.distributions.Normal`` whose ``log_prob`` is :func:`normal_log_prob` (same values)."""
+    """``pyro.distributions.Normal`` whose ``log_prob`` is :func:`normal_log_prob` (same values) and
+    whose ``rsample`` draws its noise on all CPU cores (:func:`~proseg_pyro.noise.standard_normal_`)
+    and scales it in one pass."""
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        noise = standard_normal_(self.loc.new_empty(self._extended_shape(sample_shape)))
+        return torch.addcmul(self.loc, noise, self.scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

@@ -87,6 +87,20 @@ def test_fused_normal_has_torch_values_and_gradients():
         torch.testing.assert_close(got, want)
 
 
+def test_fused_normal_rsample_is_reparameterised_with_the_right_moments():
+    loc = torch.tensor([[-3.0], [2.0]], requires_grad=True)
+    scale = torch.tensor([[0.5], [4.0]], requires_grad=True)
+    torch.manual_seed(0)
+    draws = FusedNormal(loc, scale).expand((2, 2 ** 21)).rsample((2,))  # over two noise blocks
+    assert draws.shape == (2, 2, 2 ** 21)
+    torch.testing.assert_close(draws.mean((0, 2)), torch.tensor([-3.0, 2.0]), atol=0.01, rtol=0)
+    torch.testing.assert_close(draws.std((0, 2)), torch.tensor([0.5, 4.0]), atol=0.01, rtol=0)
+    grad_loc, grad_scale = torch.autograd.grad(draws.sum(), (loc, scale))
+    torch.testing.assert_close(grad_loc, torch.full((2, 1), 2.0 ** 22))  # d z / d loc = 1 for each of 2 x 2^21 draws
+    noise = (draws.detach() - loc.detach()[None]) / scale.detach()[None]  # d z / d scale = eps
+    torch.testing.assert_close(grad_scale, noise.sum((0, 2))[:, None], rtol=1e-4, atol=1.0)
+
+
 def test_checkpointed_unet_gives_the_same_gradients():
     torch.manual_seed(0)
     plain = UNet(1, 4, base=4, depth=2)
