@@ -70,12 +70,16 @@ def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor)
 
 class FusedNormal(dist.Normal):
     """``pyro.distributions.Normal`` whose ``log_prob`` is :func:`normal_log_prob` (same values) and
-    whose ``rsample`` draws its noise on all CPU cores (:func:`~proseg_pyro.noise.standard_normal_`)
-    and scales it in one pass."""
+    whose draws take their noise from all CPU cores (:func:`~proseg_pyro.noise.standard_normal_`),
+    scaled in one pass."""
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         noise = standard_normal_(self.loc.new_empty(self._extended_shape(sample_shape)))
         return torch.addcmul(self.loc, noise, self.scale)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

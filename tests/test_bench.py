@@ -99,6 +99,9 @@ def test_fused_normal_rsample_is_reparameterised_with_the_right_moments():
     torch.testing.assert_close(grad_loc, torch.full((2, 1), 2.0 ** 22))  # d z / d loc = 1 for each of 2 x 2^21 draws
     noise = (draws.detach() - loc.detach()[None]) / scale.detach()[None]  # d z / d scale = eps
     torch.testing.assert_close(grad_scale, noise.sum((0, 2))[:, None], rtol=1e-4, atol=1.0)
+    torch.manual_seed(0)
+    sampled = FusedNormal(loc, scale).expand((2, 2 ** 21)).sample((2,))
+    assert not sampled.requires_grad and torch.equal(sampled, draws.detach())
 
 
 def test_checkpointed_unet_gives_the_same_gradients():
