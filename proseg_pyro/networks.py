@@ -160,18 +160,19 @@ class SegmentationPredictor(nn.Module):
         self.rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, out_channels))
 
-    def _first_layer(self, z: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """The first layer's z part plus ``style`` (N, hidden), for ``z`` (N, Cz, H, W): (N, H W, hidden),
-        channels last as the linear layers read it, and a new tensor (not a view), so that the
-        in-place ReLUs after it add no copies to the backward pass."""
-        style = style[:, None, :]
+    def _first_layer(self, z: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """The first layer's z part, plus ``style`` (N, hidden) where given, for ``z`` (N, Cz, H, W):
+        (N, H W, hidden), channels last as the linear layers read it. With a style it is a new tensor
+        (not a view), so that the in-place ReLUs after it add no copies to the backward pass."""
         if self.from_z.kernel_size == (1, 1):
             # a per-pixel matmul that reads z where it lies: autograd keeps z itself, not a copy
             weight = self.from_z.weight.flatten(1).t().expand(len(z), -1, -1)
-            return torch.bmm(z.flatten(-2).mT, weight).add_(style)
+            out = torch.bmm(z.flatten(-2).mT, weight)
+            return out if style is None else out.add_(style[:, None, :])
         conv = F.conv2d(z.contiguous(memory_format=torch.channels_last), self.from_z.weight,
                         padding=self.from_z.padding)
-        return conv.permute(0, 2, 3, 1).flatten(1, 2) + style  # channels last in memory already
+        out = conv.permute(0, 2, 3, 1).flatten(1, 2)  # channels last in memory already
+        return out if style is None else out + style[:, None, :]
 
     def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None,
                 readout: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,8 +182,12 @@ class SegmentationPredictor(nn.Module):
         if offset is not None:
             style = style + offset
         lead = torch.broadcast_shapes(z.shape[:-3], style.shape[:-1])
-        first = self._first_layer(z.expand(*lead, *z.shape[-3:]).reshape(-1, *z.shape[-3:]),
-                                  style.expand(*lead, style.shape[-1]).reshape(-1, style.shape[-1]))
+        flat_z = z.reshape(-1, *z.shape[-3:])
+        if z.shape[:-3] == lead:  # a latent map per output map (training, sampling)
+            first = self._first_layer(flat_z, style.expand(*lead, -1).reshape(-1, style.shape[-1]))
+        else:  # a latent map shared by several styles (identify's common z): its z part once
+            shared = self._first_layer(flat_z).unflatten(0, z.shape[:-3])
+            first = (shared + style[..., None, :]).flatten(0, -3)
         # the in-place ReLUs act on new tensors only: the linear layers get a 2-d input (N H W, hidden),
         # for which they return new tensors (for more dims, views that backward would copy)
         relu, *hidden_layers, last = self.rest
