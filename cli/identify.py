@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 import pyro
 import torch
 
@@ -13,7 +14,7 @@ from proseg_pyro.device import resolve_device
 from proseg_pyro.enrol import rater_names
 from proseg_pyro.identify import log_evidence, posterior
 from proseg_pyro.io_utils import atomic_write_text
-from proseg_pyro.volume import model_slices, read_annotation, read_scan
+from proseg_pyro.volume import prepare_scan, read_annotation, read_scan
 
 from .common import refuse_overwrite
 from .main import cli
@@ -38,9 +39,9 @@ def identify(checkpoint, images, annotation, samples, json_path, device, seed, f
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     scan = read_scan(images, config.in_channels)
-    slices = model_slices(scan, config, read_annotation(annotation, scan, config.num_classes))
-    x = torch.as_tensor(slices.images, device=device)
-    y = torch.as_tensor(slices.annotations[:, 0], device=device)
+    prepared = prepare_scan(scan, config, read_annotation(annotation, scan, config.num_classes))
+    x = torch.as_tensor(prepared.images, device=device)
+    y = torch.as_tensor(prepared.labels[:, 0].astype(np.int64), device=device)
     names = rater_names(config)
     pyro.set_rng_seed(seed)
     evidence = torch.cat([log_evidence(model, guide, x[start:start + 16], y[start:start + 16], list(range(len(names))),

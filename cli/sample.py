@@ -12,7 +12,7 @@ from proseg_pyro.data.export import _safe
 from proseg_pyro.device import resolve_device
 from proseg_pyro.enrol import rater_index, rater_names
 from proseg_pyro.io_utils import atomic_write_text
-from proseg_pyro.volume import read_scan, segment_scan, style_files, write_style
+from proseg_pyro.volume import prepare_scan, read_scan, segment_scan, style_files, write_style
 
 from .common import refuse_overwrite
 from .main import cli
@@ -32,9 +32,10 @@ from .main import cli
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, force):
-    """Segment a scan slice by slice with CHECKPOINT: per rater (or for the prior) the most likely
-    mask, the mean probability and the entropy, on the input's exact grid, plus summary.json with
-    the predicted volumes (mL) and their spread across samples."""
+    """Segment a scan slice by slice with CHECKPOINT, every pixel of it: per rater (or for the prior)
+    the most likely mask, the mean probability and the entropy, on the input's exact grid, plus
+    summary.json with the predicted volumes (mL) and their spread across samples. Slices are
+    resampled to the training spacing the checkpoint records (none: the scan's own) and back."""
     if prior and raters:
         raise click.UsageError("give either --rater or --prior, not both")
     device = resolve_device(device)
@@ -47,8 +48,11 @@ def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, fo
     scan = read_scan(images, config.in_channels)
     click.echo(f"{scan.paths[0]}: {len(scan.images)} slice(s) of {scan.images.shape[-1]}x{scan.images.shape[-2]}, "
                f"spacing {tuple(round(s, 4) for s in scan.geometry.spacing)} mm; {samples} samples on {device}")
+    prepared = prepare_scan(scan, config)
+    for note in prepared.notes:
+        click.echo(f"Warning: {scan.paths[0]}: {note}", err=True)
     pyro.set_rng_seed(seed)
-    results = segment_scan(model, guide, scan, slots, samples, device, progress=True)
+    results = segment_scan(model, guide, scan, slots, samples, device, progress=True, prepared=prepared)
     styles = {maps.name: write_style(maps, scan, style) for maps, style in zip(results, files)}
     atomic_write_text(summary_path, json.dumps({
         "checkpoint": str(checkpoint), "image": [str(path) for path in scan.paths], "samples": samples,

@@ -33,6 +33,9 @@ class ProSegConfig:
     enrolled_raters: list[str] = field(default_factory=list)
     resize: str = "crop"  # "crop" (crop/pad around the centre) or "resize" (bilinear images, nearest labels)
     intensity: str = "zscore"  # "zscore" per image (MRI) or "unit" min-max to [0, 1] (CT crops)
+    # in-plane (x, y) voxel size in mm that scans are resampled to; None: each scan's own spacing
+    # (`train` fills in the median of the dataset's cases when it reads files with a spacing)
+    spacing: list[float] | None = None
     augment: bool = True
     # networks
     base_channels: int = 16  # width of the first U-Net level
@@ -107,6 +110,10 @@ class ProSegConfig:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.spacing is not None and not (
+                isinstance(self.spacing, (list, tuple)) and len(self.spacing) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in self.spacing)):
+            raise ConfigError(f"config: spacing must be null or two positive numbers (x, y mm), got {self.spacing!r}")
         if self.rater_names and len(self.rater_names) != self.num_raters:
             raise ConfigError(f"config: {len(self.rater_names)} rater_names for num_raters={self.num_raters}")
         enrolled = self.enrolled_raters

@@ -26,10 +26,12 @@ import numpy as np
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_path
-from .readers import (SPLITS, Case, cases_to_slices, check_finite, check_labels, normalise_slices,
-                      read_image, read_lidc_pickle, read_npc_folder, subject_splits)
+from .images import read_image
+from .readers import (SPLITS, Case, cases_to_slices, check_finite, check_labels, read_lidc_pickle,
+                      read_npc_folder, subject_splits)
 from .slices import SliceSet
 from .synthetic import make_synthetic
+from .transforms import normalise_slices
 
 RGB_MODES = ("channels", "grey")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
@@ -148,7 +150,7 @@ def _read_case(manifest: Manifest, entry: dict[str, Any], split: str) -> Case:
         slot = manifest.raters.index(rater)
         labels[:, slot] = check_labels(array[:, 0], manifest.classes, file)
         mask[slot] = True
-    return Case(entry["id"], entry["subject"], split, images, labels, mask)
+    return Case(entry["id"], entry["subject"], split, images, labels, mask, reference[1])
 
 
 def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
@@ -185,7 +187,7 @@ def _cached(source: Path, files: list[Path], options: dict[str, Any], config: Pr
     source are removed when a new one is written.
     """
     key_parts = {"version": CACHE_VERSION, "options": options, "files": _fingerprint(files),
-                 "config": [config.image_size, config.resize, config.intensity],
+                 "config": [config.image_size, config.resize, config.intensity, config.spacing],
                  "content": hashlib.sha256(source.read_bytes()).hexdigest() if source.suffix == ".json" else ""}
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
     prefix = f"{source.name}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"

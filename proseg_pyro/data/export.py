@@ -1,4 +1,4 @@
-"""Write a :class:`SliceSet` as NIfTI files plus a manifest that ``load_dataset`` reads back."""
+"""Write a :class:`SliceSet` as NIfTI files (1 mm voxels) plus a manifest that ``load_dataset`` reads back."""
 from __future__ import annotations
 
 import json
@@ -7,20 +7,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-from ..io_utils import atomic_path, atomic_write_text
+from ..io_utils import atomic_write_text
+from .images import Geometry, write_image
 from .slices import SliceSet
-
-SPACING_MM = (1.0, 1.0, 1.0)  # voxel size written to every file (x, y, z)
-
-
-def write_image(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write ``array`` (Z, H, W) as a 3D image with :data:`SPACING_MM`, atomically."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing(SPACING_MM)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(image, tmp, useCompression=True)
 
 
 def write_manifest_dataset(slices: SliceSet, out_dir: str | os.PathLike) -> Path:
@@ -45,12 +35,14 @@ def write_manifest_dataset(slices: SliceSet, out_dir: str | os.PathLike) -> Path
         channels = range(slices.images.shape[1])
         images = [f"{stem}_image.nii.gz"] if len(channels) == 1 else [f"{stem}_image{c}.nii.gz" for c in channels]
         for channel, name in zip(channels, images):
-            write_image(slices.images[index, channel].astype(np.float32), out / name)
+            volume = slices.images[index, channel].astype(np.float32)
+            write_image(volume, Geometry.unit(volume.shape), out / name)
         annotations = {}
         for slot in np.flatnonzero(mask[0]):
             rater = slices.raters[slot]
             annotations[rater] = f"{stem}_label-{_safe(rater)}.nii.gz"
-            write_image(slices.annotations[index, slot].astype(label_dtype), out / annotations[rater])
+            labels = slices.annotations[index, slot].astype(label_dtype)
+            write_image(labels, Geometry.unit(labels.shape), out / annotations[rater])
         entry = {"id": case_id, "subject": slices.subjects[index[0]],
                  "image": images[0] if len(images) == 1 else images, "annotations": annotations}
         if slices.splits[index[0]]:

@@ -13,97 +13,21 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable
+from typing import IO, Any, Iterable
 
 import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
+from .images import Geometry, read_image  # noqa: F401  (the readers' image I/O, re-exported)
+from .preprocess import Preprocess
 from .slices import SliceSet
-from .transforms import fit_to_size, normalise_intensity
 
-if TYPE_CHECKING:
-    import SimpleITK as sitk
-
-# SimpleITK (~90 MB resident) and h5py are imported by the readers that need them, so that a process
-# that trains from memory or from the slice cache does not carry them.
+# h5py is imported by the reader that needs it (and SimpleITK by .images), so that a process that
+# trains from memory or from the slice cache does not carry them.
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
-
-
-# --- SimpleITK images ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Geometry:
-    """Physical grid of an image in SimpleITK order (x, y[, z]).
-
-    ``size`` voxels per axis, ``spacing`` and ``origin`` in mm, ``direction`` the row-major
-    flattened direction-cosine matrix.
-    """
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-
-    @classmethod
-    def of(cls, image: sitk.Image) -> "Geometry":
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                   tuple(image.GetDirection()))
-
-    def mismatch(self, other: "Geometry", rtol: float = 1e-4, atol: float = 1e-3) -> str | None:
-        """How ``other`` differs from this grid (one phrase), or None if they match within tolerance."""
-        if other.size != self.size:
-            return f"size {other.size} != {self.size}"
-        for name in ("spacing", "origin", "direction"):
-            theirs, ours = getattr(other, name), getattr(self, name)
-            if not np.allclose(theirs, ours, rtol=rtol, atol=atol):
-                return f"{name} {_rounded(theirs)} != {_rounded(ours)}"
-        return None
-
-
-def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(float(value), 4) for value in values)
-
-
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
-    """Read an image file SimpleITK understands (NIfTI, MHA, NRRD, PNG, TIFF, DICOM) or a folder
-    holding one DICOM series.
-
-    Returns ``array`` (Z, K, Y, X) in the file's voxel order (no reorientation or resampling:
-    slice ``z`` is SimpleITK's z index, numpy axis 0; Z = 1 for 2D images) with K pixel
-    components (1 for scalar images, 3 for RGB), and the image's :class:`Geometry`.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
-    try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise DataError(path, f"SimpleITK cannot read it ({lines[-1] if lines else 'unknown error'})") from None
-    if image.GetDimension() not in (2, 3):
-        raise DataError(path, f"{image.GetDimension()}D images are not supported (2D or 3D only)")
-    array = sitk.GetArrayFromImage(image)  # (Z,) Y, X (, K)
-    if image.GetNumberOfComponentsPerPixel() == 1:
-        array = array[..., None]
-    if image.GetDimension() == 2:
-        array = array[None]
-    return np.moveaxis(array, -1, 1), Geometry.of(image)
-
-
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    import SimpleITK as sitk
-
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if len(series) != 1:
-        found = "no DICOM series" if not series else f"{len(series)} DICOM series"
-        raise DataError(folder, f"folder holds {found}; expected exactly one")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
 
 
 # --- shared checks and assembly -------------------------------------------------------------------
@@ -141,15 +65,11 @@ def subject_splits(subjects: Iterable[str], fractions: tuple[float, float, float
             for i, name in enumerate(ordered)}
 
 
-def normalise_slices(images: np.ndarray, mode: str) -> np.ndarray:
-    """``images`` (S, C, H, W) with each slice's channels normalised separately by ``mode``."""
-    return normalise_intensity(images.reshape(-1, 1, *images.shape[-2:]), mode).reshape(images.shape)
-
-
 @dataclass
 class Case:
     """One case before preprocessing: ``images`` (Z, C, H, W) float32, ``labels`` (Z, R, H, W)
-    int16 (zeros where unannotated), ``mask`` (R,) bool (which raters annotated the case)."""
+    int16 (zeros where unannotated), ``mask`` (R,) bool (which raters annotated the case) and the
+    images' ``geometry`` (None for sources without one: no resampling)."""
 
     case_id: str
     subject: str
@@ -157,23 +77,25 @@ class Case:
     images: np.ndarray
     labels: np.ndarray
     mask: np.ndarray
+    geometry: Geometry | None = None
 
 
 def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str], name: str,
                     config: ProSegConfig | None, source: str | os.PathLike) -> SliceSet:
     """Preprocess ``cases`` one at a time and stack their slices (errors name ``source``).
 
-    Each case is cropped/padded or resized to ``config.image_size`` (``config.resize``), then each
-    slice's channels are normalised by ``config.intensity``.
+    Each case goes through :meth:`Preprocess.training_slices`: resampled in-plane to
+    ``config.spacing`` (cases with a geometry), cropped/padded or resized to ``config.image_size``
+    (``config.resize``), each slice's channels normalised by ``config.intensity``.
     """
-    config = config or ProSegConfig()
+    preprocess = Preprocess.of(config or ProSegConfig())
     images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
     for case in cases:
-        image, label = fit_to_size(case.images, case.labels, config.image_size, config.resize)
+        image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
         if images and image.shape[1] != images[0].shape[1]:
             raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
                                     f"earlier cases {images[0].shape[1]}")
-        images.append(normalise_slices(image, config.intensity))
+        images.append(image)
         labels.append(label)
         count = len(image)
         mask.append(np.broadcast_to(case.mask, (count, len(raters))))

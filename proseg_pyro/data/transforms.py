@@ -25,6 +25,11 @@ def normalise_intensity(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
     raise ValueError(f"unknown intensity mode {mode!r}")
 
 
+def normalise_slices(images: np.ndarray, mode: str) -> np.ndarray:
+    """``images`` (S, C, H, W) with each slice's channels normalised separately by ``mode``."""
+    return normalise_intensity(images.reshape(-1, 1, *images.shape[-2:]), mode).reshape(images.shape)
+
+
 def crop_or_pad(array: np.ndarray, size: int, pad_value: float = 0.0) -> np.ndarray:
     """Centre crop or pad the last two axes of ``array`` (..., H, W) to (..., size, size)."""
     out = array
