@@ -9,14 +9,18 @@ import click
 
 from proseg_pyro.config import ProSegConfig, preset
 from proseg_pyro.data import load_dataset
+from proseg_pyro.data.dataset import dataset_spacing
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import DataError, ProSegError
 
 
 def data_options(function: Callable) -> Callable:
-    """``--data`` (manifest), ``--lidc`` (pickle or zip), ``--npc`` (folder); none: built-in set."""
+    """``--data`` (any registered format), ``--lidc`` (pickle or zip), ``--npc`` (folder); none: built-in set."""
     options = [
-        click.option("--data", "manifest", type=click.Path(path_type=Path), help="JSON manifest of a dataset."),
+        click.option("--data", "manifest", type=click.Path(path_type=Path),
+                     help="A dataset, its format detected: an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, "
+                          "labelsTr or labelsTr_<rater>/), a JSON manifest, a LIDC pickle or an NPC folder "
+                          "[default: the built-in synthetic set]."),
         click.option("--lidc", type=click.Path(path_type=Path), help="LIDC-style pickle (or a zip holding it)."),
         click.option("--npc", type=click.Path(path_type=Path), help="Folder of NPC-style .h5 cases."),
         click.option("--keep-raters", is_flag=True,
@@ -37,6 +41,15 @@ def data_options(function: Callable) -> Callable:
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
+    """``config`` with its in-plane spacing set: its own, else the median of the source's training
+    cases (unchanged for sources without a spacing)."""
+    if config.spacing is not None:
+        return config
+    spacing = dataset_spacing(source["path"], source["rank_raters"], source["fold"])
+    return config if spacing is None else config.replace(spacing=[round(value, 6) for value in spacing])
 
 
 def load_source(source: dict, config: ProSegConfig, split: str | None = None) -> SliceSet:

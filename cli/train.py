@@ -13,7 +13,7 @@ from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.device import resolve_device
 from proseg_pyro.train import TrainResult, fit
 
-from .common import data_options, load_source, nonempty_split, read_config
+from .common import data_options, load_source, nonempty_split, read_config, with_training_spacing
 from .main import cli
 
 
@@ -68,12 +68,14 @@ def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_s
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
     config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
+    config = with_training_spacing(source, config)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")
     if main_rank:
         click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
-                   f"device {device}")
+                   f"device {device}; in-plane spacing "
+                   f"{'of each scan (none recorded)' if config.spacing is None else f'{tuple(config.spacing)} mm'}")
     if under_torchrun:
         result = fit_rank(config, train_set, val_set, out, device, resume)
     elif ddp:

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_path
-from .images import read_image
+from .images import read_geometry, read_image
 from .readers import (SPLITS, Case, cases_to_slices, check_finite, check_labels, read_lidc_pickle,
                       read_npc_folder, subject_splits)
 from .slices import SliceSet
@@ -36,7 +36,6 @@ from .transforms import normalise_slices
 RGB_MODES = ("channels", "grey")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
 CACHE_VERSION = 1
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
 
 
 @dataclass
@@ -153,6 +152,13 @@ def _read_case(manifest: Manifest, entry: dict[str, Any], split: str) -> Case:
     return Case(entry["id"], entry["subject"], split, images, labels, mask, reference[1])
 
 
+def training_spacings(manifest: Manifest) -> list[tuple[float, float]]:
+    """In-plane (x, y) spacing in mm of each training case's first channel, from the file headers."""
+    splits = _case_splits(manifest)
+    return [read_geometry(entry["image"][0]).in_plane_spacing
+            for entry, split in zip(manifest.cases, splits) if split == "train"]
+
+
 def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
     """Read every case of a manifest into preprocessed slices (3D volumes sliced along axis 0)."""
     if not isinstance(manifest, Manifest):
@@ -265,19 +271,23 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
 def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int
           ) -> tuple[list[Path], dict[str, Any], Callable[[], SliceSet]]:
     """The files a source depends on, its reader options, and how to read it."""
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if path.is_dir():
-        files = sorted(path.rglob("*.h5"))
-        if not files:
-            raise DataError(path, "folder holds no .h5 files (expected an NPC folder)")
-        return files, {"reader": "npc"}, lambda: read_npc_folder(path, config)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        manifest = read_manifest(path)
-        return [path, *manifest.files()], {"reader": "manifest"}, lambda: load_manifest(manifest, config)
-    if suffix in PICKLE_SUFFIXES:
-        return ([path], {"reader": "lidc", "rank_raters": rank_raters, "fold": fold},
-                lambda: read_lidc_pickle(path, rank_raters, fold, config))
-    raise DataError(path, "unknown data source: expected a manifest (.json), a LIDC pickle "
-                          f"({', '.join(PICKLE_SUFFIXES)}), a folder of NPC .h5 files or 'synthetic'")
+    from .formats import ReadOptions, detect
+
+    fmt, options = detect(path), ReadOptions(config, rank_raters, fold)
+    key = {"reader": fmt.name} | ({"rank_raters": rank_raters, "fold": fold} if fmt.name == "lidc" else {})
+    return fmt.files(path, options), key, lambda: fmt.read(path, options)
+
+
+def dataset_spacing(source: str | os.PathLike, rank_raters: str = "area", fold: int = 0
+                    ) -> tuple[float, float] | None:
+    """The median in-plane (x, y) spacing in mm of a dataset's training cases, or None for a source
+    whose files carry no spacing (the built-in set, LIDC pickles, NPC folders)."""
+    if isinstance(source, str) and source == "synthetic":
+        return None
+    from .formats import ReadOptions, detect
+
+    path = Path(source)
+    spacings = detect(path).spacings(path, ReadOptions(ProSegConfig(), rank_raters, fold))
+    if not spacings:
+        return None
+    return tuple(float(value) for value in np.median(np.asarray(spacings), axis=0))
