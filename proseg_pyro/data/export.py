@@ -31,7 +31,7 @@ def write_manifest_dataset(slices: SliceSet, out_dir: str | os.PathLike) -> Path
         mask = slices.mask[index]
         if (mask != mask[0]).any():
             raise ValueError(f"export: case {case_id!r} has raters who annotated only some of its slices")
-        stem = f"{number:04d}_{_safe(case_id)}"
+        stem = f"{number:04d}_{safe_name(case_id)}"
         channels = range(slices.images.shape[1])
         images = [f"{stem}_image.nii.gz"] if len(channels) == 1 else [f"{stem}_image{c}.nii.gz" for c in channels]
         for channel, name in zip(channels, images):
@@ -40,7 +40,7 @@ def write_manifest_dataset(slices: SliceSet, out_dir: str | os.PathLike) -> Path
         annotations = {}
         for slot in np.flatnonzero(mask[0]):
             rater = slices.raters[slot]
-            annotations[rater] = f"{stem}_label-{_safe(rater)}.nii.gz"
+            annotations[rater] = f"{stem}_label-{safe_name(rater)}.nii.gz"
             labels = slices.annotations[index, slot].astype(label_dtype)
             write_image(labels, Geometry.unit(labels.shape), out / annotations[rater])
         entry = {"id": case_id, "subject": slices.subjects[index[0]],
@@ -54,6 +54,6 @@ def write_manifest_dataset(slices: SliceSet, out_dir: str | os.PathLike) -> Path
     return out / "manifest.json"
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """``name`` reduced to characters safe in file names."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)

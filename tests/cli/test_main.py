@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from proseg_pyro.cli.main import cli
 
-COMMANDS = ("bench", "compare", "demo", "enrol", "evaluate", "figures", "identify", "sample", "synth", "train")
+COMMANDS = ("bench", "compare", "demo", "enrol", "evaluate", "figures", "identify", "predict", "sample", "synth",
+            "train")
 
 
 def test_help_lists_every_command():
