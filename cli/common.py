@@ -52,10 +52,11 @@ def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
     return config if spacing is None else config.replace(spacing=[round(value, 6) for value in spacing])
 
 
-def load_source(source: dict, config: ProSegConfig, split: str | None = None) -> SliceSet:
-    """The dataset a command's data options name, preprocessed for ``config``."""
+def load_source(source: dict, config: ProSegConfig, split: str | None = None, whole: bool = False) -> SliceSet:
+    """The dataset a command's data options name, preprocessed for ``config`` (``whole``: slices
+    keep their whole field of view, as evaluation scores them)."""
     slices = load_dataset(source["path"], split=None, config=config, rank_raters=source["rank_raters"],
-                          fold=source["fold"], seed=config.seed)
+                          fold=source["fold"], seed=config.seed, whole=whole)
     return slices if split is None else nonempty_split(slices, split, source)
 
 

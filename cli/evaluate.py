@@ -17,24 +17,31 @@ from .main import cli
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @data_options
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]),
+              help="Which split to score.")
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per image.")
+@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]),
+              help="How IoU, Dice and Dice max treat empty masks: the paper's, or the released D-Persona code's.")
+@click.option("--per-slice", is_flag=True,
+              help="Score each slice on its own  [default: each case volume, its slices together]")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the results as JSON, with one row per case (per slice with --per-slice).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
-def evaluate(checkpoint, source, split, samples, convention, json_path, device, seed, force):
-    """Sample CHECKPOINT on a split and print GED, D_soft, D_max, D_match and per-rater Dice."""
+def evaluate(checkpoint, source, split, samples, convention, per_slice, json_path, device, seed, force):
+    """Sample CHECKPOINT on a split, every slice whole, and print GED, D_soft, D_max, D_match and
+    per-rater Dice, means over case volumes (or slices with --per-slice)."""
     refuse_overwrite([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
     if samples < config.num_raters:
         raise ProSegError(f"--samples {samples}: the prior row matches samples to the {config.num_raters} "
                           "raters, so it needs at least that many")
-    slices = load_source(source, config, split)
+    slices = load_source(source, config, split, whole=True)
     check_fits(slices, config, source, checkpoint)
-    result = run_evaluation(model, guide, slices, samples, convention, device, seed)
+    result = run_evaluation(model, guide, slices, samples, convention, device, seed,
+                            per="slice" if per_slice else "case", progress=True)
     click.echo(result.markdown())
     if json_path is not None:
         result.to_json(json_path)

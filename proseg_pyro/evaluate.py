@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from pyro.nn import PyroModule
+from tqdm.auto import tqdm
 
 from . import metrics
 from .data.slices import SliceSet
@@ -33,28 +34,47 @@ class Predictions:
     prior: np.ndarray
 
 
+EMPTY_SCORES = {  # how an empty annotation and an empty prediction score, per metric convention
+    "paper": "an empty annotation with an empty prediction scores Dice 1 and IoU 1 (distance 0), "
+             "with a non-empty one 0",
+    "dpersona": "an empty annotation with an empty prediction scores Dice 1 but IoU 0 (distance 1), "
+                "with a non-empty one 0",
+}
+
+
 @dataclass
 class Evaluation:
     """Summary ``rows`` (name -> metric -> value), the raters and the cross-rater Dice matrix.
 
     ``cross_rater_dice[i, j]``: mean Dice of rater ``i``'s annotations with the prediction made
     in rater ``j``'s style; a model that learned each style has its row maxima on the diagonal.
+    ``units``: the scored units (a case volume, or a slice), each with its ``id`` and metrics of
+    each row (name -> metric -> value).
     """
 
     raters: list[str]
     rows: dict[str, dict] = field(default_factory=dict)
     cross_rater_dice: dict[str, list[list[float]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    units: list[dict] = field(default_factory=list)
 
     def to_json(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(
             {"raters": self.raters, "settings": self.settings, "rows": self.rows,
-             "cross_rater_dice": self.cross_rater_dice}, indent=2) + "\n")
+             "cross_rater_dice": self.cross_rater_dice, "cases" if self.settings.get("per") == "case" else "slices":
+             self.units}, indent=2) + "\n")
+
+    def header(self) -> str:
+        """What the table's numbers are means of, and how empty masks score."""
+        per, convention = self.settings.get("per", "slice"), self.settings.get("convention", "paper")
+        unit = "case volume" if per == "case" else "slice"
+        return (f"Means over {len(self.units)} {unit}s ({self.settings.get('samples')} samples, convention "
+                f"{convention}: {EMPTY_SCORES[convention]}; a rater who did not annotate a {unit} is left out of it)")
 
     def markdown(self) -> str:
         """The paper's table: GED, D_soft, D_max, D_match, D_A1..D_AR, D_mean, d_pa, d_pp, d_aa."""
         names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean", "d_pa", "d_pp", "d_aa"]
-        lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines = [self.header(), "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for row_name, row in self.rows.items():
             values = [row[c] for c in COLUMNS] + list(row["dice_rater"]) + [row["dice_mean"]] + \
                      [row[c] for c in ("d_pa", "d_pp", "d_aa")]
@@ -64,15 +84,18 @@ class Evaluation:
 
 @torch.no_grad()
 def predict(model: PyroModule, guide: PyroModule, images: np.ndarray, num_samples: int,
-            batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0) -> Predictions:
-    """Personalised means and prior samples for ``images`` (N, C, H, W), ``batch_size`` at a time."""
+            batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0,
+            progress: bool = False) -> Predictions:
+    """Personalised means and prior samples for ``images`` (N, C, H, W), ``batch_size`` at a time
+    (a progress bar with ``progress``, shown on a terminal only)."""
     model.eval(), guide.eval()
     method = get_method(model.config.method)
     raters = list(range(model.config.num_raters))
     personal, prior = [], []
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, len(images), batch_size):
+        for start in tqdm(range(0, len(images), batch_size), desc="evaluate", unit="batch",
+                          disable=None if progress else True, leave=False):
             x = torch.as_tensor(images[start:start + batch_size], dtype=torch.float32, device=device)
             personal.append(method.personalised(model, guide, x, raters, num_samples).mean(0).cpu())
             prior.append(method.prior(model, guide, x, num_samples).transpose(0, 1).cpu())
@@ -94,27 +117,63 @@ def oracle_predictions(truth: SyntheticTruth, index: np.ndarray, num_samples: in
     return Predictions(personalised, prior.transpose(1, 0, 2, 3).astype(np.float32))
 
 
-def score(slices: SliceSet, predictions: Predictions, convention: str = "paper") -> tuple[dict, dict]:
-    """Summary rows ``{"personalised": ..., "prior": ...}`` and their cross-rater Dice matrices."""
+def score_units(slices: SliceSet, per: str = "case") -> list[tuple[str, np.ndarray]]:
+    """The scored units: ``per="case"`` each case's slices (in order) as one volume, ``"slice"`` each slice."""
+    if per == "slice":
+        return [(f"{case}#{index}", np.array([index])) for index, case in enumerate(slices.case_ids)]
+    if per != "case":
+        raise ValueError(f"per must be 'case' or 'slice', got {per!r}")
+    groups: dict[str, list[int]] = {}
+    for index, case in enumerate(slices.case_ids):
+        groups.setdefault(case, []).append(index)
+    return [(case, np.array(index)) for case, index in groups.items()]
+
+
+def _volume(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Slices ``index`` of ``array`` (S, L, H, W) as one volume (1, L, Z, H, W)."""
+    return array[index].transpose(1, 0, 2, 3)[None]
+
+
+def score(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
+          ) -> tuple[dict, dict]:
+    """Summary rows and cross-rater Dice matrices of :func:`score_table`."""
+    rows, cross, _ = score_table(slices, predictions, convention, per)
+    return rows, cross
+
+
+def score_table(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
+                ) -> tuple[dict, dict, list[dict]]:
+    """Summary rows ``{"personalised": ..., "prior": ...}``, their cross-rater Dice matrices and
+    each unit's metrics, scoring each case volume (``per="case"``; a rater counts for a case only
+    if it annotated all its slices) or each slice (``per="slice"``)."""
     annotations = slices.annotations.astype(bool)
-    rows, cross = {}, {}
+    units = score_units(slices, per)
+    rows, cross, unit_rows = {}, {}, [{"id": name, "slices": len(index)} for name, index in units]
     for name, probs, paired in (("personalised", predictions.personalised, True),
                                 ("prior", predictions.prior, False)):
-        per_image = metrics.batch_metrics(annotations, slices.mask, probs, convention, paired=paired)
-        row = metrics.summarise(per_image)
+        per_unit = [metrics.batch_metrics(_volume(annotations, index), slices.mask[index].all(0)[None],
+                                          _volume(probs, index), convention, paired=paired) for _, index in units]
+        stacked = {key: np.concatenate([values[key] for values in per_unit]) for key in per_unit[0]}
+        row = metrics.summarise(stacked)
         row["dice_rater"] = row["dice_rater"] if paired else row["dice_rater_matched"]
         row["dice_mean"] = float(np.nanmean(row["dice_rater"]))
         rows[name] = row
-    cross["personalised"] = metrics.mean_dice_matrix(annotations, slices.mask, predictions.personalised,
-                                                     convention).tolist()
-    return rows, cross
+        for unit_row, values in zip(unit_rows, per_unit):
+            unit_row[name] = {key: value[0].tolist() if value.ndim == 2 else float(value[0])
+                              for key, value in values.items()}
+    matrices = [metrics.mean_dice_matrix(_volume(annotations, index), slices.mask[index].all(0)[None],
+                                         _volume(predictions.personalised, index), convention) for _, index in units]
+    cross["personalised"] = metrics.summarise({"dice": np.stack(matrices)})["dice"]
+    return rows, cross, unit_rows
 
 
 def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples: int = 50,
              convention: str = "paper", device: torch.device | str = "cpu", seed: int = 0,
-             batch_size: int = 8) -> Evaluation:
-    """Personalised and prior rows of the paper's table for ``slices``."""
-    predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed)
-    rows, cross = score(slices, predictions, convention)
+             batch_size: int = 8, per: str = "case", progress: bool = False) -> Evaluation:
+    """Personalised and prior rows of the paper's table for ``slices``, scored per case volume
+    (default) or per slice (``per="slice"``)."""
+    predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed, progress)
+    rows, cross, units = score_table(slices, predictions, convention, per)
     return Evaluation(list(slices.raters), rows, cross,
-                      {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed})
+                      {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
+                       "per": per}, units)

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score
+from proseg_pyro.data.slices import SliceSet
+from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score, score_table
 
 
 def test_predictions_equal_to_the_annotations_score_perfectly(tiny_set):
@@ -44,10 +45,31 @@ def test_markdown_and_json(tmp_path, tiny_set):
     test = slices.split("test")
     exact = test.annotations.astype(np.float32)
     rows, cross = score(test, Predictions(exact, exact))
-    result = Evaluation(list(test.raters), rows, cross, {"samples": 1})
+    result = Evaluation(list(test.raters), rows, cross, {"samples": 1, "per": "case", "convention": "paper"},
+                        [{"id": case} for case in test.case_ids])
     table = result.markdown()
-    assert table.splitlines()[0].startswith("| method | GED | D_soft | D_max | D_match | D_tight")
-    assert len(table.splitlines()) == 4
+    assert table.splitlines()[0].startswith(f"Means over {len(test)} case volumes (1 samples, convention paper: "
+                                            "an empty annotation with an empty prediction scores Dice 1")
+    assert table.splitlines()[2].startswith("| method | GED | D_soft | D_max | D_match | D_tight")
+    assert len(table.splitlines()) == 6
     result.to_json(tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["rows"]["personalised"]["dice_rater"] == pytest.approx([1.0] * 4)
+
+
+def test_a_case_volume_is_scored_as_one_and_slices_on_request():
+    """One case of two 4x4 slices, one rater: slice 0 holds 4 lesion pixels predicted exactly, slice
+    1 none, where the prediction has 2. Per slice: Dice 1 and 0 (an empty annotation against a
+    non-empty prediction), mean 0.5; per case volume: 2 * 4 / (4 + 6) = 0.8."""
+    annotations = np.zeros((2, 1, 4, 4), np.int64)
+    annotations[0, 0, :2, :2] = 1
+    prediction = annotations.astype(np.float32)
+    prediction[1, 0, 3, 2:] = 1.0
+    slices = SliceSet(np.zeros((2, 1, 4, 4), np.float32), annotations, np.ones((2, 1), bool), ["A"],
+                      ["background", "lesion"], ["s", "s"], ["case", "case"])
+    predictions = Predictions(prediction, np.repeat(prediction, 2, axis=1))
+    rows, _, cases = score_table(slices, predictions, per="case")
+    assert rows["personalised"]["dice_rater"] == pytest.approx([0.8])
+    assert [case["id"] for case in cases] == ["case"] and cases[0]["personalised"]["dice_rater"] == [0.8]
+    rows, _, units = score_table(slices, predictions, per="slice")
+    assert rows["personalised"]["dice_rater"] == pytest.approx([0.5]) and len(units) == 2

@@ -159,13 +159,15 @@ def training_spacings(manifest: Manifest) -> list[tuple[float, float]]:
             for entry, split in zip(manifest.cases, splits) if split == "train"]
 
 
-def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
-    """Read every case of a manifest into preprocessed slices (3D volumes sliced along axis 0)."""
+def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None,
+                  whole: bool = False) -> SliceSet:
+    """Read every case of a manifest into preprocessed slices (3D volumes sliced along axis 0;
+    ``whole``: see :func:`~proseg_pyro.data.readers.cases_to_slices`)."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     splits = _case_splits(manifest)
     cases = (_read_case(manifest, entry, split) for entry, split in zip(manifest.cases, splits))
-    return cases_to_slices(cases, manifest.raters, manifest.classes, manifest.name, config, manifest.path)
+    return cases_to_slices(cases, manifest.raters, manifest.classes, manifest.name, config, manifest.path, whole)
 
 
 # --- cache ---------------------------------------------------------------------------------------
@@ -242,14 +244,16 @@ def _write_cache(file: Path, slices: SliceSet) -> None:
 # --- entry point ---------------------------------------------------------------------------------
 def load_dataset(source: str | os.PathLike, split: str | None = None, config: ProSegConfig | None = None, *,
                  rank_raters: str = "area", fold: int = 0, num_images: int = 240, seed: int = 0,
-                 cache: bool = True) -> SliceSet:
+                 cache: bool = True, whole: bool = False) -> SliceSet:
     """Load a dataset as preprocessed 2D slices (all splits, or only ``split``).
 
     ``source``: a manifest (``.json``), a LIDC-style pickle (``.pkl``, ``.pickle`` or a ``.zip``
     holding one; ``rank_raters`` "area" | "keep" and ``fold`` 0..3 apply), an NPC folder of
     ``.h5`` files, or ``"synthetic"`` (:func:`make_synthetic` with ``num_images`` images from ``seed``,
     renormalised per slice like the other sources). ``config`` gives
-    ``image_size``, ``resize`` and ``intensity`` (default :class:`ProSegConfig`). File sources are
+    ``image_size``, ``resize``, ``intensity`` and ``spacing`` (default :class:`ProSegConfig`).
+    Slices are brought to ``image_size`` (training's form), or with ``whole`` keep their whole field
+    of view (evaluation's form; :func:`~proseg_pyro.data.readers.cases_to_slices`). File sources are
     cached (``cache=False`` rebuilds without reading or writing the cache).
 
     Returns a :class:`SliceSet`: images (S, C, H, W) float32, annotations (S, R, H, W) int64,
@@ -263,18 +267,19 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
         slices = replace(slices, images=normalise_slices(slices.images, config.intensity))
     else:
         path = Path(source)
-        files, options, build = _plan(path, config, rank_raters, fold)
+        files, options, build = _plan(path, config, rank_raters, fold, whole)
         slices = _cached(path, files, options, config, build) if cache else build()
     return slices if split is None else slices.split(split)
 
 
-def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int
+def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int, whole: bool
           ) -> tuple[list[Path], dict[str, Any], Callable[[], SliceSet]]:
     """The files a source depends on, its reader options, and how to read it."""
     from .formats import ReadOptions, detect
 
-    fmt, options = detect(path), ReadOptions(config, rank_raters, fold)
-    key = {"reader": fmt.name} | ({"rank_raters": rank_raters, "fold": fold} if fmt.name == "lidc" else {})
+    fmt, options = detect(path), ReadOptions(config, rank_raters, fold, whole)
+    key = ({"reader": fmt.name} | ({"rank_raters": rank_raters, "fold": fold} if fmt.name == "lidc" else {})
+           | ({"whole": True} if whole else {}))
     return fmt.files(path, options), key, lambda: fmt.read(path, options)
 
 

@@ -32,8 +32,8 @@ class Prepared:
 
     images: np.ndarray
     labels: np.ndarray | None
-    scan: Geometry
-    model: Geometry
+    scan: Geometry | None
+    model: Geometry | None
     region: tuple[int, int, int, int]
     notes: list[str] = field(default_factory=list)
 
@@ -93,12 +93,14 @@ class Preprocess:
         return np.stack([resample(volume[:, index], source, target, labels) for index in range(volume.shape[1])], 1)
 
     # --- forward ---------------------------------------------------------------------------------
-    def forward(self, images: np.ndarray, geometry: Geometry, labels: np.ndarray | None = None) -> Prepared:
+    def forward(self, images: np.ndarray, geometry: Geometry | None, labels: np.ndarray | None = None) -> Prepared:
         """``images`` (Z, C, H, W) (and ``labels`` (Z, R, H, W)) on ``geometry`` as the model sees them,
-        over the whole field of view."""
-        model = self.model_geometry(geometry)
-        images = self.resampled(images.astype(np.float32, copy=False), geometry, model, labels=False)
-        labels = None if labels is None else self.resampled(labels, geometry, model, labels=True)
+        over the whole field of view (no geometry: no resampling, no notes)."""
+        images = images.astype(np.float32, copy=False)
+        model = None if geometry is None else self.model_geometry(geometry)
+        if geometry is not None:
+            images = self.resampled(images, geometry, model, labels=False)
+            labels = None if labels is None else self.resampled(labels, geometry, model, labels=True)
         height, width = images.shape[-2:]
         if self.resize == "resize":
             images = resize(images, self.image_size, labels=False)
@@ -107,7 +109,7 @@ class Preprocess:
         images = normalise_slices(images, self.intensity)
         if self.resize == "crop":
             images, labels, region = self._pad(images, labels)
-        return Prepared(images, labels, geometry, model, region, self.notes(geometry))
+        return Prepared(images, labels, geometry, model, region, [] if geometry is None else self.notes(geometry))
 
     def _pad(self, images: np.ndarray, labels: np.ndarray | None):
         """Pad (Z, C, H, W) to at least ``image_size`` and a multiple of ``multiple`` on both axes,

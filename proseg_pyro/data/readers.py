@@ -81,17 +81,23 @@ class Case:
 
 
 def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str], name: str,
-                    config: ProSegConfig | None, source: str | os.PathLike) -> SliceSet:
+                    config: ProSegConfig | None, source: str | os.PathLike, whole: bool = False) -> SliceSet:
     """Preprocess ``cases`` one at a time and stack their slices (errors name ``source``).
 
-    Each case goes through :meth:`Preprocess.training_slices`: resampled in-plane to
-    ``config.spacing`` (cases with a geometry), cropped/padded or resized to ``config.image_size``
-    (``config.resize``), each slice's channels normalised by ``config.intensity``.
+    Each case is resampled in-plane to ``config.spacing`` (cases with a geometry) and each slice's
+    channels normalised by ``config.intensity``; slices are brought to ``config.image_size``
+    (:meth:`Preprocess.training_slices`: crop/pad or resize), or with ``whole`` keep their whole
+    field of view (:meth:`Preprocess.forward`), padded at the bottom and right to the largest
+    case's size so that they stack (padding: each slice channel's minimum, labels background).
     """
     preprocess = Preprocess.of(config or ProSegConfig())
     images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
     for case in cases:
-        image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
+        if whole:
+            prepared = preprocess.forward(case.images, case.geometry, case.labels)
+            image, label = prepared.images, prepared.labels
+        else:
+            image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
         if images and image.shape[1] != images[0].shape[1]:
             raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
                                     f"earlier cases {images[0].shape[1]}")
@@ -104,9 +110,24 @@ def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str]
         splits += [case.split] * count
     if not images:
         raise DataError(source, "the dataset holds no cases")
+    if whole:
+        images, labels = _padded_to_largest(images, labels)
     return SliceSet(images=np.concatenate(images), annotations=np.concatenate(labels).astype(np.int64),
                     mask=np.concatenate(mask).astype(bool), raters=list(raters), classes=list(classes),
                     subjects=subjects, case_ids=case_ids, splits=splits, name=name)
+
+
+def _padded_to_largest(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cases' (Z, C, H, W) images and (Z, R, H, W) labels padded at the bottom and right to the
+    largest height and width (images with each slice channel's minimum, labels with 0)."""
+    height, width = (max(image.shape[axis] for image in images) for axis in (-2, -1))
+    out_images, out_labels = [], []
+    for image, label in zip(images, labels):
+        widths = [(0, 0), (0, 0), (0, height - image.shape[-2]), (0, width - image.shape[-1])]
+        low = image.min(axis=(-2, -1), keepdims=True)
+        out_images.append(np.pad(image - low, widths) + low)
+        out_labels.append(np.pad(label, widths))
+    return out_images, out_labels
 
 
 # --- LIDC-IDRI style pickles ----------------------------------------------------------------------
@@ -187,7 +208,7 @@ def lidc_splits(subjects: Iterable[str], fold: int) -> dict[str, str]:
 
 
 def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: int = 0,
-                     config: ProSegConfig | None = None) -> SliceSet:
+                     config: ProSegConfig | None = None, whole: bool = False) -> SliceSet:
     """Read a LIDC-IDRI style pickle (Prob. U-Net / Medical Matting layout), or a zip holding one.
 
     Layout: ``{key: {"image": (H, W) 0-255 or [0, 1], "masks": [k x (H, W)], "series_uid": str}}``;
@@ -195,7 +216,8 @@ def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: i
     foreground area (stable; virtual raters ``rank1..rankk``, as for LIDC), ``"keep"`` keeps slot
     identities (real raters ``rater1..raterk``, as for QUBIQ). Images with fewer masks than the most
     leave the last slots unannotated. Subject = ``series_uid`` up to the first ``_``; splits from
-    :func:`lidc_splits` with ``fold`` in 0..3. Returns slices preprocessed by ``config``.
+    :func:`lidc_splits` with ``fold`` in 0..3. Returns slices preprocessed by ``config`` (``whole``:
+    see :func:`cases_to_slices`).
     """
     if rank_raters not in RANK_MODES:
         raise ConfigError(f"rank_raters must be one of {RANK_MODES}, got {rank_raters!r}")
@@ -220,7 +242,7 @@ def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: i
 
     prefix = "rank" if rank_raters == "area" else "rater"
     return cases_to_slices(cases(), [f"{prefix}{i + 1}" for i in range(num_raters)], LIDC_CLASSES,
-                           path.name.split(".")[0], config, path)
+                           path.name.split(".")[0], config, path, whole)
 
 
 def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
@@ -284,13 +306,14 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     return images, labels, np.isin(np.arange(len(NPC_RATERS)), list(raters))
 
 
-def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
+def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None, whole: bool = False) -> SliceSet:
     """Read every ``*.h5`` under ``folder`` (one case each, see :func:`read_npc_case`).
 
     Case id = path relative to ``folder`` without ``.h5``; subject = file stem without a trailing
     ``_slice<N>``. Split = the first enclosing folder named ``train*``, ``val*`` or ``test*`` (as in
     the MMIS-2024 layout ``training_2d/``, ``validation/``, ``testing/``), else assigned by subject
-    (:func:`subject_splits`). Returns slices preprocessed by ``config``.
+    (:func:`subject_splits`). Returns slices preprocessed by ``config`` (``whole``: see
+    :func:`cases_to_slices`).
     """
     folder = Path(folder)
     files = sorted(folder.rglob("*.h5"))
@@ -306,7 +329,7 @@ def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = Non
             yield Case(file.relative_to(folder).with_suffix("").as_posix(), subject, split or assigned[subject],
                        images, labels, mask)
 
-    return cases_to_slices(cases(), NPC_RATERS, NPC_CLASSES, folder.name, config, folder)
+    return cases_to_slices(cases(), NPC_RATERS, NPC_CLASSES, folder.name, config, folder, whole)
 
 
 def _folder_split(relative: Path) -> str:

@@ -21,12 +21,14 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How to read a dataset: the run's ``config`` (preprocessing), and for LIDC pickles how to
-    order the raters (``rank_raters`` "area" | "keep") and which ``fold`` (0..3) is the test split."""
+    """How to read a dataset: the run's ``config`` (preprocessing), for LIDC pickles how to order
+    the raters (``rank_raters`` "area" | "keep") and which ``fold`` (0..3) is the test split, and
+    whether slices keep their ``whole`` field of view (else they are brought to ``image_size``)."""
 
     config: ProSegConfig
     rank_raters: str = "area"
     fold: int = 0
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def detect(path: str | os.PathLike) -> Format:
 
 def _manifest_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..dataset import load_manifest
-    return load_manifest(path, options.config)
+    return load_manifest(path, options.config, options.whole)
 
 
 def _manifest_files(path: Path, options: ReadOptions) -> list[Path]:
@@ -79,12 +81,12 @@ def _manifest_spacings(path: Path, options: ReadOptions) -> list[tuple[float, fl
 
 def _lidc_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..readers import read_lidc_pickle
-    return read_lidc_pickle(path, options.rank_raters, options.fold, options.config)
+    return read_lidc_pickle(path, options.rank_raters, options.fold, options.config, options.whole)
 
 
 def _npc_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..readers import read_npc_folder
-    return read_npc_folder(path, options.config)
+    return read_npc_folder(path, options.config, options.whole)
 
 
 def _no_spacing(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
