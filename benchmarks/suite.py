@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,6 +29,7 @@ from proseg_pyro.train import build, fit, train_step
 from .handwritten import handwritten_loss
 from .loops import metrics_loop, sample_loop, sample_loop_raters_batched
 from .measure import interleaved, median, peak_memory, timed
+from .size import BenchSize
 
 GIB = 2 ** 30
 # (key path in the result, comparison, target): DESIGN section 9
@@ -41,24 +41,6 @@ TARGETS = (
     (("sampling", "prior_seconds"), "<", 2.0),
     (("metrics", "batched_seconds"), "<", 5.0),
 )
-
-
-@dataclass(frozen=True)
-class BenchSize:
-    """What to measure: paper size by default (128 x 128, batch 12, 4 raters)."""
-
-    image_size: int = 128
-    batch: int = 12
-    raters: int = 4
-    samples: int = 50  # personalised samples per rater
-    prior_samples: int = 52
-    metric_images: int = 1000
-    metric_samples: int = 50
-    metric_chunk: int = 100  # images generated and scored at a time
-    loop_images: int = 4  # images the per-pair metric loop is timed on
-    fit_images: int = 48  # training set of the timed fit run (two epochs, the second timed)
-    repeats: int = 5
-    amp: bool = False  # also time the SVI step under bfloat16 autocast (GPU)
 
 
 def _gib(value: int | None) -> float | None:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from proseg_pyro.benchmarks.suite import BenchSize, report, run
-from proseg_pyro.device import resolve_device
+from proseg_pyro.benchmarks.size import BenchSize
 from proseg_pyro.io_utils import atomic_write_text
 
 from .main import cli
@@ -21,13 +20,16 @@ _PAPER = BenchSize()
               help="Also write the results here.")
 @click.option("--repeats", type=click.IntRange(min=1), default=_PAPER.repeats, show_default=True,
               help="Interleaved repeats per case (medians are reported).")
-@click.option("--image-size", type=click.IntRange(min=16), default=_PAPER.image_size, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=_PAPER.batch, show_default=True)
-@click.option("--raters", type=click.IntRange(min=1), default=_PAPER.raters, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=16), default=_PAPER.image_size, show_default=True,
+              help="Height and width of the images measured.")
+@click.option("--batch", type=click.IntRange(min=1), default=_PAPER.batch, show_default=True, help="Images per batch.")
+@click.option("--raters", type=click.IntRange(min=1), default=_PAPER.raters, show_default=True, help="Rater slots.")
 @click.option("--samples", type=click.IntRange(min=1), default=_PAPER.samples, show_default=True,
               help="Personalised samples per rater (and per image in the metrics case).")
-@click.option("--prior-samples", type=click.IntRange(min=1), default=_PAPER.prior_samples, show_default=True)
-@click.option("--metric-images", type=click.IntRange(min=1), default=_PAPER.metric_images, show_default=True)
+@click.option("--prior-samples", type=click.IntRange(min=1), default=_PAPER.prior_samples, show_default=True,
+              help="Prior samples per image.")
+@click.option("--metric-images", type=click.IntRange(min=1), default=_PAPER.metric_images, show_default=True,
+              help="Images the metrics are timed on.")
 @click.option("--fit-images", type=click.IntRange(min=2), default=_PAPER.fit_images, show_default=True,
               help="Training set of the timed fit run.")
 @click.option("--amp", is_flag=True, help="Also time the SVI step under bfloat16 autocast.")
@@ -35,6 +37,9 @@ def bench(device, json_path, repeats, image_size, batch, raters, samples, prior_
           amp):
     """Time the SVI step against a hand-written loss, vectorised sampling and batched metrics against
     loops, with peak memory; print medians, ratios and the targets they are held to."""
+    from proseg_pyro.benchmarks.suite import report, run
+    from proseg_pyro.device import resolve_device
+
     device = resolve_device(device)
     size = BenchSize(image_size=image_size, batch=batch, raters=raters, samples=samples, prior_samples=prior_samples,
                      metric_images=metric_images, metric_samples=samples, metric_chunk=min(_PAPER.metric_chunk,

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from proseg_pyro.config import ProSegConfig, preset
-from proseg_pyro.data import load_dataset
-from proseg_pyro.data.dataset import dataset_spacing
-from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import DataError, ProSegError
+
+if TYPE_CHECKING:
+    from proseg_pyro.data.slices import SliceSet
 
 
 def data_options(function: Callable) -> Callable:
@@ -46,6 +46,8 @@ def data_options(function: Callable) -> Callable:
 def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
     """``config`` with its in-plane spacing set: its own, else the median of the source's training
     cases (unchanged for sources without a spacing)."""
+    from proseg_pyro.data.dataset import dataset_spacing
+
     if config.spacing is not None:
         return config
     spacing = dataset_spacing(source["path"], source["rank_raters"], source["fold"])
@@ -55,6 +57,8 @@ def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
 def load_source(source: dict, config: ProSegConfig, split: str | None = None, whole: bool = False) -> SliceSet:
     """The dataset a command's data options name, preprocessed for ``config`` (``whole``: slices
     keep their whole field of view, as evaluation scores them)."""
+    from proseg_pyro.data import load_dataset
+
     slices = load_dataset(source["path"], split=None, config=config, rank_raters=source["rank_raters"],
                           fold=source["fold"], seed=config.seed, whole=whole)
     return slices if split is None else nonempty_split(slices, split, source)

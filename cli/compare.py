@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from proseg_pyro.compare import ALL_METHODS, builtin_set, compare as run_compare, parse_methods
-from proseg_pyro.device import resolve_device
+from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
 
 from .common import data_options, load_source, read_config
 from .main import cli
@@ -16,23 +15,27 @@ from .train import config_for_data
 @cli.command()
 @data_options
 @click.option("--methods", default="all", show_default=True,
-              help=f"'all' or a comma-separated list of: {', '.join(ALL_METHODS)}.")
+              help=f"'all' or a comma-separated list of: {', '.join(TRAINABLE + CONSENSUS_NAMES)}.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="JSON file of hyperparameters shared by every method.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
               help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per method (default: the config's).")
-@click.option("--image-size", type=click.IntRange(min=8))
-@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
 @click.option("--images", type=click.IntRange(min=20), help="Built-in set only: number of images [default: 240].")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per image.")
+@click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]),
+              help="How IoU, Dice and Dice max treat empty masks: the paper's, or the released D-Persona code's.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of training and sampling.")
 @click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
 def compare(source, methods, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
             seed, force):
     """Train every method on the train split, score all on the test split, and write the comparison tables."""
+    from proseg_pyro.compare import builtin_set, compare as run_compare, parse_methods
+    from proseg_pyro.device import resolve_device
+
     names = parse_methods(methods)
     device = resolve_device(device)
     config = read_config(config_path, "default", epochs=epochs, image_size=image_size, batch_size=batch_size,

@@ -3,20 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-import numpy as np
+from typing import TYPE_CHECKING
 
-from proseg_pyro import metrics
-from proseg_pyro.checkpoint import load_checkpoint
-from proseg_pyro.config import ProSegConfig
-from proseg_pyro.data import load_dataset
-from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.data.synthetic import make_synthetic
-from proseg_pyro.device import resolve_device
-from proseg_pyro.evaluate import Evaluation, evaluate, oracle_predictions, score
-from proseg_pyro.train import fit
+import click
 
 from .main import cli
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from proseg_pyro.evaluate import Evaluation
 
 QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-brain-growth" / "brain_growth_alpha.zip"
 
@@ -29,15 +25,30 @@ def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-@click.option("--images", default=240, show_default=True, type=click.IntRange(min=20))
-@click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=16))
-@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=1))
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Folder for the written set, the model and evaluation.json.")
+@click.option("--images", default=240, show_default=True, type=click.IntRange(min=20),
+              help="Images of the built-in set.")
+@click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=16),
+              help="Height and width of the built-in set's images.")
+@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=1), help="Most training epochs.")
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per test image.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the set, training and sampling.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def demo(out, images, image_size, epochs, samples, seed, device):
     """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
+    import numpy as np
+
+    from proseg_pyro import metrics
+    from proseg_pyro.checkpoint import load_checkpoint
+    from proseg_pyro.config import ProSegConfig
+    from proseg_pyro.data import load_dataset
+    from proseg_pyro.data.export import write_manifest_dataset
+    from proseg_pyro.data.synthetic import make_synthetic
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.evaluate import evaluate, oracle_predictions, score
+    from proseg_pyro.train import fit
+
     device = resolve_device(device)
     slices, truth = make_synthetic(images, image_size, seed)
     manifest = write_manifest_dataset(slices, out / "data")
@@ -71,6 +82,8 @@ def demo(out, images, image_size, epochs, samples, seed, device):
 
 
 def report(evaluation: Evaluation) -> None:
+    import numpy as np
+
     click.echo(f"\ntest split ({evaluation.settings['images']} images, {evaluation.settings['samples']} samples):")
     click.echo(evaluation.markdown())
     for name, matrix in evaluation.cross_rater_dice.items():

@@ -4,12 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import torch
 
-from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from proseg_pyro.device import resolve_device
-from proseg_pyro.enrol import enrol as run_enrolment
-from proseg_pyro.enrol import rater_names, style_dice
 from proseg_pyro.errors import ProSegError
 
 from .common import data_options, load_source, refuse_overwrite
@@ -24,20 +19,29 @@ from .main import cli
               help="The new checkpoint (the old one plus the new rater).")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]),
               help="Split whose annotations by the new rater are used.")
-@click.option("--images", type=click.IntRange(min=1), help="Use only the first N images the rater annotated.")
+@click.option("--images", type=click.IntRange(min=1),
+              help="Use only the first N images the rater annotated  [default: all]")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Adam steps.")
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate.")
 @click.option("--particles", default=8, show_default=True, type=click.IntRange(min=1),
               help="Monte Carlo samples of the ELBO per step.")
 @click.option("--offset-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Prior scale of the new rater's style offset; 0 fits its q(tau | r) alone.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the fit.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, offset_scale, device, seed, force):
     """Add rater NAME to CHECKPOINT from its annotations in the data: only the rater's q(tau | r) and
     style offset are fitted (all networks frozen); afterwards `sample --rater NAME` segments in the
     new style."""
+    import torch
+
+    from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.enrol import enrol as run_enrolment
+    from proseg_pyro.enrol import rater_names, style_dice
+
     refuse_overwrite([out], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)

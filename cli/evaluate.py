@@ -5,10 +5,7 @@ from pathlib import Path
 
 import click
 
-from proseg_pyro.checkpoint import load_checkpoint
-from proseg_pyro.device import resolve_device
 from proseg_pyro.errors import ProSegError
-from proseg_pyro.evaluate import evaluate as run_evaluation
 
 from .common import check_fits, data_options, load_source, refuse_overwrite
 from .main import cli
@@ -32,6 +29,10 @@ from .main import cli
 def evaluate(checkpoint, source, split, samples, convention, per_slice, json_path, device, seed, force):
     """Sample CHECKPOINT on a split, every slice whole, and print GED, D_soft, D_max, D_match and
     per-rater Dice, means over case volumes (or slices with --per-slice)."""
+    from proseg_pyro.checkpoint import load_checkpoint
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.evaluate import evaluate as run_evaluation
+
     refuse_overwrite([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import click
 
-from proseg_pyro.checkpoint import load_checkpoint
-from proseg_pyro.device import resolve_device
-from proseg_pyro.figures import EMBEDDINGS, figure_paths, make_figures
+from proseg_pyro.names import EMBEDDINGS
 
 from .common import data_options, load_source, refuse_overwrite
 from .main import cli
@@ -18,7 +16,8 @@ from .main import cli
 @data_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the PNGs.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]),
+              help="Which split's images to show.")
 @click.option("--images", "num_images", default=4, show_default=True, type=click.IntRange(min=1),
               help="Rows of the sample grid (the images the experts disagree on most).")
 @click.option("--samples", default=16, show_default=True, type=click.IntRange(min=2),
@@ -27,12 +26,16 @@ from .main import cli
               help="Prior samples shown per row of the grid.")
 @click.option("--embedding", default="pca", show_default=True, type=click.Choice(EMBEDDINGS),
               help="2D embedding of the tau samples.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite existing PNGs.")
 def figures(checkpoint, source, out_dir, split, num_images, samples, grid_samples, embedding, device, seed, force):
     """Write samples.png (image, annotations, styles, prior samples), distances.png (distance between
     two random experts, annotations vs model) and tau_<embedding>.png (q(tau | r) per rater) for a split."""
+    from proseg_pyro.checkpoint import load_checkpoint
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.figures import figure_paths, make_figures
+
     refuse_overwrite(figure_paths(out_dir, embedding).values(), force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
@@ -41,6 +44,6 @@ def figures(checkpoint, source, out_dir, split, num_images, samples, grid_sample
         raise click.UsageError(f"{source['path']}: {slices.images.shape[1]} channels, the checkpoint expects "
                                f"{config.in_channels}")
     paths = make_figures(model, guide, slices, out_dir, num_images, samples, min(grid_samples, samples),
-                         embedding=embedding, device=device, seed=seed)
+                         embedding=embedding, device=device, seed=seed, progress=True)
     for name, path in paths.items():
         click.echo(f"wrote {path}")

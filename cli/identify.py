@@ -5,16 +5,8 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
-import pyro
-import torch
 
-from proseg_pyro.checkpoint import load_checkpoint
-from proseg_pyro.device import resolve_device
-from proseg_pyro.enrol import rater_names
-from proseg_pyro.identify import log_evidence, posterior
 from proseg_pyro.io_utils import atomic_write_text
-from proseg_pyro.volume import prepare_scan, read_annotation, read_scan
 
 from .common import refuse_overwrite
 from .main import cli
@@ -29,12 +21,22 @@ from .main import cli
               help="Monte Carlo samples of (tau, z) per rater and slice.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as JSON.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the Monte Carlo samples.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def identify(checkpoint, images, annotation, samples, json_path, device, seed, force):
     """Posterior over the raters CHECKPOINT knows of having drawn ANNOTATION (uniform prior; the
     slices of a volume count together)."""
+    import numpy as np
+    import pyro
+    import torch
+
+    from proseg_pyro.checkpoint import load_checkpoint
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.enrol import rater_names
+    from proseg_pyro.identify import log_evidence, posterior
+    from proseg_pyro.volume import prepare_scan, read_annotation, read_scan
+
     refuse_overwrite([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)

@@ -38,8 +38,8 @@ def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, fo
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     request = request_for(config, checkpoint, raters, prior, samples, seed)
-    refuse_overwrite([out_dir / SUMMARY, *(path for style in request.files(config, out_dir) for path in style.values())],
-                     force)
+    outputs = [path for style in request.files(config, out_dir) for path in style.values()]
+    refuse_overwrite([out_dir / SUMMARY, *outputs], force)
     summary = segment_to_folder(model, guide, list(images), out_dir, request, device, progress=True,
                                 warn=lambda note: click.echo(f"Warning: {images[0]}: {note}", err=True))
     size = summary["geometry"]["size"]

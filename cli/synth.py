@@ -6,8 +6,6 @@ from pathlib import Path
 import click
 
 from proseg_pyro.config import ProSegConfig
-from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.data.synthetic import make_synthetic
 
 from .main import cli
 
@@ -22,6 +20,9 @@ from .main import cli
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same set).")
 def synth(out_dir: Path, num_images: int, image_size: int, seed: int) -> None:
     """Write the built-in synthetic multi-rater set as NIfTI files plus manifest.json."""
+    from proseg_pyro.data.export import write_manifest_dataset
+    from proseg_pyro.data.synthetic import make_synthetic
+
     slices, _ = make_synthetic(num_images, image_size, seed)
     manifest = write_manifest_dataset(slices, out_dir)
     click.echo(f"Wrote {len(slices)} images x {len(slices.raters)} raters ({', '.join(slices.raters)}): {manifest}")

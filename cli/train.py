@@ -3,18 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-import torch
+from typing import TYPE_CHECKING
 
-from proseg_pyro import distributed
-from proseg_pyro.checkpoint import read_checkpoint
-from proseg_pyro.compare import TRAINABLE
-from proseg_pyro.data.slices import SliceSet
-from proseg_pyro.device import resolve_device
-from proseg_pyro.train import TrainResult, fit
+import click
+
+from proseg_pyro.names import TRAINABLE
 
 from .common import data_options, load_source, nonempty_split, read_config, with_training_spacing
 from .main import cli
+
+if TYPE_CHECKING:
+    import torch
+
+    from proseg_pyro.data.slices import SliceSet
+    from proseg_pyro.train import TrainResult
 
 
 def config_for_data(config, slices: SliceSet):
@@ -26,6 +28,9 @@ def config_for_data(config, slices: SliceSet):
 def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: torch.device,
              resume: bool) -> TrainResult:
     """One rank of a data-parallel run: join the process group, train, leave."""
+    from proseg_pyro import distributed
+    from proseg_pyro.train import fit
+
     rank = distributed.setup(device)
     try:
         return fit(config, train_set, val_set, out, device=distributed.rank_device(device), resume=resume,
@@ -36,26 +41,31 @@ def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: 
 
 def _best(out: Path) -> TrainResult:
     """The best epoch of the run in ``out``, read from its last checkpoint."""
+    from proseg_pyro.checkpoint import read_checkpoint
+    from proseg_pyro.train import TrainResult
+
     state = read_checkpoint(out / "last.pt")
     return TrainResult(out, state["history"], state["best_epoch"], state["best_val_loss"])
 
 
 @cli.command()
 @data_options
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="JSON file of hyperparameters.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="JSON file of hyperparameters; keys it leaves out come from --preset.")
 @click.option("--preset", "preset_name", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1))
-@click.option("--lr", type=float)
-@click.option("--image-size", type=click.IntRange(min=8))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
+              help="Folder for the checkpoints, config.json and log.csv.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Most training epochs  [default: the config's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
+@click.option("--lr", type=float, help="Adam learning rate  [default: the config's]")
+@click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", type=int)
+@click.option("--seed", type=int, help="Random seed  [default: the config's]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--method", type=click.Choice(TRAINABLE),
               help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
-                   "training: `compare` evaluates them).")
+                   "training: `compare` evaluates them)  [default: the config's, proseg]")
 @click.option("--ddp", is_flag=True,
               help="Data-parallel training (DistributedDataParallel), the result of one process. Under torchrun "
                    "each process is a rank; otherwise --nproc local processes are started.")
@@ -64,6 +74,12 @@ def _best(out: Path) -> TrainResult:
 def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method,
           ddp, nproc):
     """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
+    import torch
+
+    from proseg_pyro import distributed
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.train import fit
+
     device = resolve_device(device)
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
     config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -37,12 +37,11 @@ from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
 from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score
 from .io_utils import atomic_write_text
+from .names import CONSENSUS_NAMES, TRAINABLE
 from .train import fit
 
 REFERENCE = "proseg"
-TRAINABLE = ("proseg", "proseg_no_tau", "proseg_no_z", "unet", "unet_pooled", "prob_unet", "dpersona", "cm_global",
-             "cm_pixel", "pionono", "tab")
-ALL_METHODS = TRAINABLE + tuple(CONSENSUS)
+ALL_METHODS = TRAINABLE + CONSENSUS_NAMES
 ROWS = ("personalised", "prior")
 TESTED = COLUMNS + ("dice_mean",)  # metrics compared per image
 LOWER_IS_BETTER = frozenset({"ged"})

@@ -18,6 +18,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from . import inference, metrics
 from .data.slices import SliceSet
@@ -25,8 +26,8 @@ from .enrol import rater_names
 from .guide import ProSegGuide
 from .io_utils import atomic_path
 from .model import ProSegModel
+from .names import EMBEDDINGS
 
-EMBEDDINGS = ("pca", "tsne")
 ANNOTATION_COLOUR, STYLE_COLOUR, SAMPLE_COLOUR = "#f28e2b", "#4e79a7", "#59a14f"
 
 
@@ -173,19 +174,22 @@ def figure_paths(out_dir: str | os.PathLike, embedding: str = "pca") -> dict[str
 def make_figures(model: ProSegModel, guide: ProSegGuide, slices: SliceSet, out_dir: str | os.PathLike,
                  num_images: int = 4, num_samples: int = 16, grid_samples: int = 4, tau_samples: int = 200,
                  embedding: str = "pca", device: torch.device | str = "cpu", seed: int = 0,
-                 batch_size: int = 16) -> dict[str, Path]:
+                 batch_size: int = 16, progress: bool = False) -> dict[str, Path]:
     """Write the three figures for ``slices`` (e.g. the test split) to ``out_dir``; returns their paths.
 
     The grid shows the ``num_images`` images on which the experts disagree most; distances use
-    every image (annotations vs ``num_samples`` prior samples each).
+    every image (annotations vs ``num_samples`` prior samples each). ``progress``: a bar over the
+    sampled batches, on a terminal only.
     """
     config = model.config
     names = rater_names(config)
     paths = figure_paths(out_dir, embedding)
     torch.manual_seed(seed)
     images = torch.as_tensor(slices.images, dtype=torch.float32, device=device)
+    starts = tqdm(range(0, len(images), batch_size), desc="figures", unit="batch",
+                  disable=None if progress else True, leave=False)
     prior = torch.cat([inference.prior(model, guide, images[start:start + batch_size], num_samples).transpose(0, 1)
-                       for start in range(0, len(images), batch_size)]).cpu().numpy()  # (N, S, H, W)
+                       for start in starts]).cpu().numpy()  # (N, S, H, W)
     rng = np.random.default_rng(seed)
     annotation_d = metrics.random_expert_distances(slices.annotations, slices.mask, 20, rng)
     model_d = metrics.random_expert_distances(prior, None, 20, rng)

@@ -79,7 +79,8 @@ def read_annotation(path: str | os.PathLike, scan: Scan, num_classes: int) -> np
 def prepare_scan(scan: Scan, config: ProSegConfig, annotation: np.ndarray | None = None) -> Prepared:
     """The scan as the model sees it (whole field of view); an ``annotation`` (Z, H, W) comes along
     as the one label channel."""
-    return Preprocess.of(config).forward(scan.images, scan.geometry, None if annotation is None else annotation[:, None])
+    labels = None if annotation is None else annotation[:, None]
+    return Preprocess.of(config).forward(scan.images, scan.geometry, labels)
 
 
 @dataclass

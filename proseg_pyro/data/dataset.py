@@ -27,8 +27,7 @@ from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_path
 from .images import read_geometry, read_image
-from .readers import (SPLITS, Case, cases_to_slices, check_finite, check_labels, read_lidc_pickle,
-                      read_npc_folder, subject_splits)
+from .readers import SPLITS, Case, cases_to_slices, check_finite, check_labels, subject_splits
 from .slices import SliceSet
 from .synthetic import make_synthetic
 from .transforms import normalise_slices

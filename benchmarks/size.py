@@ -1,0 +1,22 @@
+"""What the bench measures, free of heavy imports (the command line shows its defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    """What to measure: paper size by default (128 x 128, batch 12, 4 raters)."""
+
+    image_size: int = 128
+    batch: int = 12
+    raters: int = 4
+    samples: int = 50  # personalised samples per rater
+    prior_samples: int = 52
+    metric_images: int = 1000
+    metric_samples: int = 50
+    metric_chunk: int = 100  # images generated and scored at a time
+    loop_images: int = 4  # images the per-pair metric loop is timed on
+    fit_images: int = 48  # training set of the timed fit run (two epochs, the second timed)
+    repeats: int = 5
+    amp: bool = False  # also time the SVI step under bfloat16 autocast (GPU)
