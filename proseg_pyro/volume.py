@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from . import inference
 from .config import ProSegConfig
-from .data.images import Geometry, read_image, write_image
+from .data.images import Geometry, write_image
 from .data.preprocess import Prepared, Preprocess
-from .data.readers import check_finite, check_labels
+from .data.readers import read_channels, read_label
 from .enrol import rater_names
 from .errors import DataError, ProSegError
 from .guide import ProSegGuide
@@ -50,16 +50,7 @@ def read_scan(paths: list[str | os.PathLike], in_channels: int | None = None) ->
     paths = [Path(path) for path in paths]
     if not paths:
         raise ProSegError("no image given")
-    channels, geometry = [], None
-    for path in paths:
-        array, grid = read_image(path)
-        check_finite(array, path)
-        if geometry is None:
-            geometry = grid
-        elif problem := geometry.mismatch(grid):
-            raise DataError(path, f"channel grid does not match {paths[0].name}: {problem}")
-        channels.append(array.astype(np.float32))
-    images = np.concatenate(channels, axis=1)
+    images, geometry = read_channels(paths)
     if in_channels is not None and images.shape[1] != in_channels:
         raise DataError(paths[0], f"the scan has {images.shape[1]} channel(s) but the checkpoint expects "
                                   f"{in_channels} (give one --image per channel)")
@@ -68,12 +59,7 @@ def read_scan(paths: list[str | os.PathLike], in_channels: int | None = None) ->
 
 def read_annotation(path: str | os.PathLike, scan: Scan, num_classes: int) -> np.ndarray:
     """An annotation of ``scan`` on its grid, labels checked against ``num_classes``: (Z, H, W) int16."""
-    array, grid = read_image(path)
-    if problem := scan.geometry.mismatch(grid):
-        raise DataError(path, f"annotation grid does not match the image {scan.paths[0].name}: {problem}")
-    if array.shape[1] != 1:
-        raise DataError(path, f"annotation has {array.shape[1]} components; expected a scalar label image")
-    return check_labels(array[:, 0], [str(label) for label in range(num_classes)], path)
+    return read_label(Path(path), scan.paths[0], scan.geometry, [str(label) for label in range(num_classes)])
 
 
 def prepare_scan(scan: Scan, config: ProSegConfig, annotation: np.ndarray | None = None) -> Prepared:

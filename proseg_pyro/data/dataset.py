@@ -26,14 +26,13 @@ import numpy as np
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_path
-from .images import read_geometry, read_image
-from .readers import SPLITS, Case, cases_to_slices, check_finite, check_labels, subject_splits
+from .images import read_geometry
+from .readers import SPLITS, Case, cases_to_slices, read_channels, read_label, subject_splits
 from .slices import SliceSet
 from .synthetic import make_synthetic
 from .transforms import normalise_slices
 
 RGB_MODES = ("channels", "grey")
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
 CACHE_VERSION = 1
 
 
@@ -125,30 +124,14 @@ def _case_splits(manifest: Manifest) -> list[str]:
 
 def _read_case(manifest: Manifest, entry: dict[str, Any], split: str) -> Case:
     """Read one case's channels and annotations, checking grids, values and rater slots."""
-    channels, reference = [], None
-    for file in entry["image"]:
-        array, geometry = read_image(file)
-        check_finite(array, file)
-        if reference is None:
-            reference = (file, geometry)
-        elif problem := reference[1].mismatch(geometry):
-            raise DataError(file, f"channel grid does not match {reference[0].name}: {problem}")
-        if manifest.rgb == "grey" and array.shape[1] in (3, 4):
-            array = np.tensordot(array[:, :3].astype(np.float32), LUMA, axes=([1], [0]))[:, None]
-        channels.append(array.astype(np.float32))
-    images = np.concatenate(channels, axis=1)
+    images, geometry = read_channels(entry["image"], grey=manifest.rgb == "grey")
     labels = np.zeros((images.shape[0], len(manifest.raters), *images.shape[-2:]), dtype=np.int16)
     mask = np.zeros(len(manifest.raters), dtype=bool)
     for rater, file in entry["annotations"].items():
-        array, geometry = read_image(file)
-        if problem := reference[1].mismatch(geometry):
-            raise DataError(file, f"annotation grid does not match the image {reference[0].name}: {problem}")
-        if array.shape[1] != 1:
-            raise DataError(file, f"annotation has {array.shape[1]} components; expected a scalar label image")
         slot = manifest.raters.index(rater)
-        labels[:, slot] = check_labels(array[:, 0], manifest.classes, file)
+        labels[:, slot] = read_label(file, entry["image"][0], geometry, manifest.classes)
         mask[slot] = True
-    return Case(entry["id"], entry["subject"], split, images, labels, mask, reference[1])
+    return Case(entry["id"], entry["subject"], split, images, labels, mask, geometry)
 
 
 def training_spacings(manifest: Manifest) -> list[tuple[float, float]]:

@@ -19,13 +19,14 @@ import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
-from .images import Geometry, read_image  # noqa: F401  (the readers' image I/O, re-exported)
+from .images import Geometry, read_image
 from .preprocess import Preprocess
 from .slices import SliceSet
 
 # h5py is imported by the reader that needs it (and SimpleITK by .images), so that a process that
 # trains from memory or from the slice cache does not carry them.
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
@@ -52,6 +53,35 @@ def check_labels(array: np.ndarray, classes: list[str], path: str | os.PathLike)
         raise DataError(path, f"label values {outside[:5]} outside the classes 0..{len(classes) - 1} "
                               f"({', '.join(classes)})")
     return array.astype(np.int16)
+
+
+def read_channels(paths: list[Path], grey: bool = False) -> tuple[np.ndarray, Geometry]:
+    """One scan's channel files read as ``images`` (Z, C, H, W) float32 (C: files times pixel
+    components; ``grey``: RGB(A) files count as one grey channel) on their shared :class:`Geometry`.
+    Channels on another grid than the first, or holding NaN or Inf, raise DataError."""
+    channels, geometry = [], None
+    for path in paths:
+        array, grid = read_image(path)
+        check_finite(array, path)
+        if geometry is None:
+            geometry = grid
+        elif problem := geometry.mismatch(grid):
+            raise DataError(path, f"channel grid does not match {paths[0].name}: {problem}")
+        if grey and array.shape[1] in (3, 4):
+            array = np.tensordot(array[:, :3].astype(np.float32), LUMA, axes=([1], [0]))[:, None]
+        channels.append(array.astype(np.float32))
+    return np.concatenate(channels, axis=1), geometry
+
+
+def read_label(path: Path, image: Path, geometry: Geometry, classes: list[str]) -> np.ndarray:
+    """An annotation (Z, H, W) int16 of the scan whose first channel is ``image`` on ``geometry``:
+    a scalar label image on the same grid with labels in ``0 .. len(classes) - 1``, else DataError."""
+    array, grid = read_image(path)
+    if problem := geometry.mismatch(grid):
+        raise DataError(path, f"annotation grid does not match the image {image.name}: {problem}")
+    if array.shape[1] != 1:
+        raise DataError(path, f"annotation has {array.shape[1]} components; expected a scalar label image")
+    return check_labels(array[:, 0], classes, path)
 
 
 def subject_splits(subjects: Iterable[str], fractions: tuple[float, float, float] = SPLIT_FRACTIONS

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import proseg_pyro.data.dataset as dataset_module
+import proseg_pyro.data.readers as readers_module
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data import SliceSet, load_dataset
 from proseg_pyro.data.export import write_manifest_dataset
@@ -113,7 +113,7 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch):
         raise AssertionError("read an image despite the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(dataset_module, "read_image", fail)
+        patch.setattr(readers_module, "read_image", fail)
         cached = load_dataset(volume_manifest, config=CONFIG16)
         np.testing.assert_array_equal(cached.images, first.images)
         np.testing.assert_array_equal(cached.annotations, first.annotations)
