@@ -68,7 +68,9 @@ class Evaluation:
         """What the table's numbers are means of, and how empty masks score."""
         per, convention = self.settings.get("per", "slice"), self.settings.get("convention", "paper")
         unit = "case volume" if per == "case" else "slice"
-        return (f"Means over {len(self.units)} {unit}s ({self.settings.get('samples')} samples, convention "
+        count = len(self.units)
+        units = f"{count} {unit}{'' if count == 1 else 's'}" if count else f"{unit}s"
+        return (f"Means over {units} ({self.settings.get('samples')} samples, convention "
                 f"{convention}: {EMPTY_SCORES[convention]}; a rater who did not annotate a {unit} is left out of it)")
 
     def markdown(self) -> str:
