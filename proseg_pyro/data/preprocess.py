@@ -101,7 +101,6 @@ class Preprocess:
         if geometry is not None:
             images = self.resampled(images, geometry, model, labels=False)
             labels = None if labels is None else self.resampled(labels, geometry, model, labels=True)
-        height, width = images.shape[-2:]
         if self.resize == "resize":
             images = resize(images, self.image_size, labels=False)
             labels = None if labels is None else resize(labels, self.image_size, labels=True)
