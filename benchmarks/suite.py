@@ -56,7 +56,8 @@ class BenchSize:
     metric_samples: int = 50
     metric_chunk: int = 100  # images generated and scored at a time
     loop_images: int = 4  # images the per-pair metric loop is timed on
-    fit_images: int = 48  # training set of the timed fit run (two epochs, the second timed)
+    fit_images: int = 48  # training set of the timed fit run (two rounds of fit_steps steps, the second timed)
+    fit_steps: int = 4
     repeats: int = 5
     amp: bool = False  # also time the SVI step under bfloat16 autocast (GPU)
 
@@ -127,16 +128,16 @@ def _bench_step(size: BenchSize, device: torch.device) -> dict:
 
 
 def _bench_fit(size: BenchSize, device: torch.device) -> dict:
-    """Images/s of the second of two epochs of ``fit`` (augmentation, checkpoints) and its peak memory."""
+    """Images/s of the second of two validation rounds of ``fit`` (augmentation, checkpoints) and its peak memory."""
     styles = tuple(dataclasses.replace(DEFAULT_STYLES[i % len(DEFAULT_STYLES)], name=f"rater{i}")
                    for i in range(size.raters))
     slices, _ = make_synthetic(num_images=size.fit_images, image_size=size.image_size, seed=0, styles=styles)
-    config = _config(size, epochs=2, patience=2)
+    config = _config(size, steps=2 * size.fit_steps, val_every=size.fit_steps, warmup_steps=0)
     history = []
     with tempfile.TemporaryDirectory() as out:
         peak = peak_memory(lambda: history.extend(fit(config, slices, None, out, device=device,
                                                       progress=False).history), device)
-    return {"fit_images_per_s": len(slices) / history[-1]["seconds"], "fit_peak_gib": _gib(peak)}
+    return {"fit_images_per_s": size.fit_steps * size.batch / history[-1]["seconds"], "fit_peak_gib": _gib(peak)}
 
 
 def bench_sampling(size: BenchSize, device: torch.device) -> dict:

@@ -32,16 +32,17 @@ def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--images", default=240, show_default=True, type=click.IntRange(min=20))
 @click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=16))
-@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Optimiser steps of the training run.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
-def demo(out, images, image_size, epochs, samples, seed, device):
+def demo(out, images, image_size, steps, samples, seed, device):
     """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
     device = resolve_device(device)
     slices, truth = make_synthetic(images, image_size, seed)
     manifest = write_manifest_dataset(slices, out / "data")
-    config = ProSegConfig(image_size=image_size, epochs=epochs, seed=seed, num_raters=len(slices.raters),
+    config = ProSegConfig(image_size=image_size, steps=steps, seed=seed, num_raters=len(slices.raters),
                           rater_names=list(slices.raters))
     reloaded = load_dataset(manifest, config=config)
     if not (np.array_equal(reloaded.annotations, slices.annotations) and np.allclose(reloaded.images, slices.images,
@@ -56,9 +57,9 @@ def demo(out, images, image_size, epochs, samples, seed, device):
         click.echo(f"\nQUBIQ brain growth ({len(qubiq)} slices, {len(qubiq.raters)} real raters), expert distances:")
         click.echo(format_matrix(metrics.expert_distance_matrix(qubiq.annotations, qubiq.mask), qubiq.raters))
 
-    click.echo(f"\ntraining ProSeg for up to {epochs} epochs on {device} ...")
+    click.echo(f"\ntraining ProSeg for up to {steps} steps on {device} ...")
     result = fit(config, slices.split("train"), slices.split("val"), out / "model", device=device)
-    click.echo(f"best epoch {result.best_epoch}, {sum(row['seconds'] for row in result.history):.0f} s")
+    click.echo(f"best step {result.best_step}, {sum(row['seconds'] for row in result.history):.0f} s")
     model, guide, _ = load_checkpoint(out / "model" / "best.pt", device)
     test = slices.split("test")
     evaluation = evaluate(model, guide, test, samples, device=device, seed=seed)

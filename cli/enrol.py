@@ -59,7 +59,7 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     enrolled = {**content["metrics"].get("enrolled", {}), name: {
         "images": len(chosen), "steps": steps, "offset_scale": offset_scale, "final_loss": result.losses[-1]}}
     save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=result.model.state_dict(),
-                    guide=result.guide.state_dict(), epoch=content["epoch"],
+                    guide=result.guide.state_dict(), step=content["step"],
                     metrics={**content["metrics"], "enrolled": enrolled})
     names = rater_names(result.config)
     torch.manual_seed(seed)

@@ -35,9 +35,9 @@ def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: 
 
 
 def _best(out: Path) -> TrainResult:
-    """The best epoch of the run in ``out``, read from its last checkpoint."""
+    """The best validation of the run in ``out``, read from its last checkpoint."""
     state = read_checkpoint(out / "last.pt")
-    return TrainResult(out, state["history"], state["best_epoch"], state["best_val_loss"])
+    return TrainResult(out, state["history"], state["best_step"], state["best_score"])
 
 
 @cli.command()
@@ -46,7 +46,9 @@ def _best(out: Path) -> TrainResult:
 @click.option("--preset", "preset_name", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps (default: the config's).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Instead of --steps: this many passes over the training images, converted to steps.")
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--lr", type=float)
 @click.option("--image-size", type=click.IntRange(min=8))
@@ -61,12 +63,12 @@ def _best(out: Path) -> TrainResult:
                    "each process is a rank; otherwise --nproc local processes are started.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Processes for --ddp outside torchrun (default: the GPUs with --device cuda, else 2).")
-def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method,
+def train(source, config_path, preset_name, out, steps, epochs, batch_size, lr, image_size, device, seed, resume, method,
           ddp, nproc):
     """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
     device = resolve_device(device)
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
-    config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
+    config = read_config(config_path, preset_name, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
@@ -83,5 +85,7 @@ def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_s
     else:
         result = fit(config, train_set, val_set, out, device=device, resume=resume)
     if main_rank:
-        click.echo(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.2f}); "
-                   f"wrote {out}/best.pt")
+        click.echo(f"best step {result.best_step} (validation Dice {result.best_score:.3f}); wrote {out}/best.pt")
+        if result.predicts_nothing:
+            click.echo("warning: the best model predicts no foreground on any validation image; train longer, "
+                       "raise dice_weight or check the labels", err=True)

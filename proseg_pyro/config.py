@@ -34,6 +34,8 @@ class ProSegConfig:
     resize: str = "crop"  # "crop" (crop/pad around the centre) or "resize" (bilinear images, nearest labels)
     intensity: str = "zscore"  # "zscore" per image (MRI) or "unit" min-max to [0, 1] (CT crops)
     augment: bool = True
+    # share of training patches centred on a rater's foreground, where slices are larger than image_size
+    foreground_share: float = 0.33
     # networks
     base_channels: int = 16  # width of the first U-Net level
     depth: int = 3  # U-Net down-sampling steps
@@ -55,18 +57,30 @@ class ProSegConfig:
     y_likelihood: str = "categorical"
     x_sigma: float = 1.0  # std of the Gaussian image likelihood (images are z-scored)
     concentration_floor: float = 1e-2
-    # ELBO weights (poutine.scale in model and guide)
-    beta_tau: float = 0.1
-    beta_z: float = 0.01  # 0.1 left predictions too small (rater Dice 0.80/0.72/0.74/0.86 vs 0.89/0.87/0.78/0.91)
+    # ELBO weights (poutine.scale in model and guide) of a per-pixel objective: the terms summed over
+    # pixels (z's KL, log p(y)) are divided by H W, log p(x) by C H W; tau's KL and log p(r) count
+    # once per rater slot (the plain ELBO divided by H W has beta_tau = weight_r = 1 / (H W))
+    beta_tau: float = 1e-4
+    beta_z: float = 0.01
     weight_x: float = 1.0
-    weight_r: float = 1.0
+    weight_r: float = 1e-3
     weight_y: float = 1.0
+    dice_weight: float = 0.0  # soft-Dice pseudo-likelihood factor beside log p(y) (0: none)
     # optimisation
     lr: float = 1e-3
+    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr: at lr
+    # alone a concentration moves by ~lr a step, too slowly to part the raters' styles in a short run
+    rater_lr_scale: float = 10.0
     weight_decay: float = 0.0
     batch_size: int = 12
-    epochs: int = 100
-    patience: int = 15  # epochs without validation improvement before stopping
+    # the budget: optimiser steps on batches drawn with replacement (or, where epochs is given,
+    # that many passes over the training images, converted to steps)
+    steps: int = 1000
+    epochs: int | None = None
+    val_every: int = 100  # steps between validations (and checkpoints)
+    warmup_steps: int = 50  # linear warm-up of the learning rate
+    lr_schedule: str = "cosine"  # "cosine", "poly" or "constant" after the warm-up
+    patience: int = 20  # validations without improvement before stopping
     grad_clip: float = 10.0
     val_fraction: float = 0.15
     seed: int = 0
@@ -78,11 +92,16 @@ class ProSegConfig:
     def validate(self) -> None:
         positive_ints = ("image_size", "in_channels", "num_raters", "base_channels", "feature_channels",
                          "z_channels", "tau_dim", "predictor_hidden", "classifier_hidden",
-                         "x_decoder_channels", "batch_size", "epochs", "patience", "predictor_kernel")
+                         "x_decoder_channels", "batch_size", "steps", "val_every", "patience", "predictor_kernel")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"config: {name} must be a positive integer, got {value!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or isinstance(self.epochs, bool)
+                                        or self.epochs < 1):
+            raise ConfigError(f"config: epochs must be a positive integer or null, got {self.epochs!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ConfigError(f"config: warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.num_classes < 2:
             raise ConfigError(f"config: num_classes must be >= 2, got {self.num_classes}")
         if self.depth < 0 or self.image_size % (2 ** self.depth):
@@ -91,20 +110,24 @@ class ProSegConfig:
         if self.tau_dim < 2:
             raise ConfigError(f"config: tau_dim must be >= 2, got {self.tau_dim}")
         choices = {"tau_prior": TAU_PRIORS, "y_likelihood": Y_LIKELIHOODS, "z_head": Z_HEADS,
-                   "resize": ("crop", "resize"), "intensity": ("zscore", "unit")}
+                   "resize": ("crop", "resize"), "intensity": ("zscore", "unit"),
+                   "lr_schedule": ("cosine", "poly", "constant")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.y_likelihood == "bernoulli" and self.num_classes != 2:
             raise ConfigError("config: y_likelihood 'bernoulli' needs num_classes == 2")
-        for name in ("alpha0", "x_sigma", "concentration_floor", "lr"):
+        for name in ("alpha0", "x_sigma", "concentration_floor", "lr", "rater_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"config: {name} must be > 0, got {getattr(self, name)!r}")
         if self.alpha_star is not None and not self.alpha_star > 0:
             raise ConfigError(f"config: alpha_star must be > 0 or null, got {self.alpha_star!r}")
-        for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "weight_decay", "grad_clip"):
+        for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "dice_weight", "weight_decay",
+                     "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.foreground_share <= 1:
+            raise ConfigError(f"config: foreground_share must be in [0, 1], got {self.foreground_share}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.rater_names and len(self.rater_names) != self.num_raters:

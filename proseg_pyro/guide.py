@@ -1,6 +1,7 @@
 """The amortised ProSeg guide: q(z_i | x) from a U-Net, q(tau_i | r_i) from a learned rater embedding."""
 from __future__ import annotations
 
+import itertools
 
 import pyro
 import pyro.distributions as dist
@@ -51,13 +52,24 @@ class ProSegGuide(PyroModule):
                 torch.tensor(0.5)).item()))
 
     def _initial_concentration(self, raters: int) -> torch.Tensor:
-        """Rater ``a`` starts at 1.0 on entries ``a`` and ``a + T/2`` (mod T) and 0.1 elsewhere: (raters, T)."""
+        """Each rater starts at 1.0 on two entries of its own and 0.1 elsewhere: (raters, T).
+
+        Rater ``a`` < T/2 takes entries ``a`` and ``a + T/2`` (the released code's start for 4
+        raters), the next raters the other pairs of entries in order, so that no two of the first
+        T (T - 1) / 2 raters start alike (with ``a`` and ``a + T/2`` mod T for all, 7 raters and
+        T = 8 would start as 3 identical pairs and one more, and their styles stay merged)."""
         dim = self.config.tau_dim
+        halves = [(a, a + dim // 2) for a in range(dim // 2)]
+        pairs = halves + [pair for pair in itertools.combinations(range(dim), 2) if pair not in halves]
         start = torch.full((raters, dim), 0.1)
         for rater in range(raters):
-            start[rater, rater % dim] = 1.0
-            start[rater, (rater + dim // 2) % dim] = 1.0
+            start[rater, list(pairs[rater % len(pairs)])] = 1.0
         return start
+
+    def rater_parameters(self) -> list[nn.Parameter]:
+        """The per-rater variational parameters of q(tau | r) (training takes them at a higher rate)."""
+        names = ("tau_concentration_raw", "tau_loc", "tau_scale_raw")
+        return [parameter for name, parameter in self.named_parameters() if name in names]
 
     def tau_dist(self, raters: torch.Tensor) -> dist.Distribution:
         """q(tau | r): ``raters`` (N,) long, training or enrolled slots -> batch (N,), event (T,)."""
@@ -85,5 +97,5 @@ class ProSegGuide(PyroModule):
         with pyro.plate("images", batch, dim=-2), pyro.plate("raters", raters, dim=-1), poutine.mask(mask=mask):
             with poutine.scale(scale=c.beta_tau):
                 pyro.sample("tau", self.tau_dist(rater_ids))
-            with poutine.scale(scale=c.beta_z):
+            with poutine.scale(scale=c.beta_z / (x.shape[-2] * x.shape[-1])):  # per pixel, as the model
                 pyro.sample("z", self.z_dist(x))

@@ -14,7 +14,7 @@ def tiny_config(**overrides) -> ProSegConfig:
     """A config small enough to train in seconds on a CPU (16x16 images, narrow networks)."""
     values = dict(image_size=16, base_channels=8, depth=2, feature_channels=8, z_channels=4,
                   predictor_hidden=8, classifier_hidden=8, x_decoder_channels=4, batch_size=8,
-                  epochs=2, augment=False, patience=100)
+                  steps=6, val_every=3, augment=False, patience=100)
     return ProSegConfig(**{**values, **overrides})
 
 

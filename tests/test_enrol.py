@@ -90,7 +90,7 @@ def test_enrolment_fits_only_the_new_raters_tau_and_offset(holdout, enrolled):
 def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolled, tmp_path):
     _, _, result, _ = enrolled
     save_checkpoint(tmp_path / "new.pt", method="proseg", config=result.config.to_dict(),
-                    model=result.model.state_dict(), guide=result.guide.state_dict(), epoch=0, metrics={})
+                    model=result.model.state_dict(), guide=result.guide.state_dict(), step=0, metrics={})
     loaded_model, loaded_guide, config = load_checkpoint(tmp_path / "new.pt")
     assert config.enrolled_raters == ["generous"] and config.num_raters == 3
     assert torch.equal(loaded_model.enrolled_offsets, result.model.enrolled_offsets)

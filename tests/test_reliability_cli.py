@@ -95,7 +95,7 @@ def template(tmp_path_factory) -> Workspace:
     slices, _ = make_synthetic(num_images=40, image_size=16, seed=0)
     data = write_manifest_dataset(slices, root / "data")
     config = root / "tiny.json"
-    config.write_text(json.dumps(tiny_config(epochs=1).to_dict()))
+    config.write_text(json.dumps(tiny_config(steps=2).to_dict()))
     space = Workspace(root, data, config, root / "run")
     result = CliRunner().invoke(cli, space.train(), catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -25,12 +25,11 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
-from ..likelihoods import foreground
+from ..likelihoods import Y_LIKELIHOODS, foreground, observe_annotations
 from ..networks import UNet, run_flat
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
@@ -88,11 +87,12 @@ class ConfusionModel(PyroModule):
         true_probs, cm = self.predict(x)
         probs = torch.einsum("...k,...kj->...j", true_probs, cm)
         trace = torch.diagonal(cm, dim1=-2, dim2=-1).sum(-1)  # (B, R, H, W) or (R, 1, 1)
-        trace = trace.expand(*trace.shape[:-2], *x.shape[-2:]).sum((-2, -1))
-        with annotation_plates(x, self.config.num_raters, mask):
+        trace = trace.expand(*trace.shape[:-2], *x.shape[-2:]).mean((-2, -1))  # per pixel, as ``y``
+        c = self.config
+        with annotation_plates(x, c.num_raters, mask):
             pyro.factor("trace", -TRACE_WEIGHT * trace)
-            with poutine.scale(scale=self.config.weight_y):
-                return pyro.sample("y", dist.Categorical(probs=probs).to_event(2), obs=as_observation(y, x))
+            return observe_annotations("y", Y_LIKELIHOODS["categorical"], dist.Categorical(probs=probs).to_event(2),
+                                       as_observation(y, x), c.weight_y, c.dice_weight, x.shape[-2] * x.shape[-1])
 
 
 METHODS = (
