@@ -13,6 +13,19 @@ from .main import cli
 from .train import config_for_data
 
 
+def _numbers(text: str | None, kind: type, option: str) -> list | None:
+    """A comma-separated list of positive numbers (seeds may be 0), or None when not given."""
+    if text is None:
+        return None
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if not values or any(not value >= 0 or value != value for value in values) or (kind is float and 0 in values):
+        raise click.BadParameter(f"{text!r}: give non-negative seeds or positive rates", param_hint=option)
+    return values
+
+
 @cli.command()
 @data_options
 @click.option("--methods", default="all", show_default=True,
@@ -21,7 +34,9 @@ from .train import config_for_data
               help="JSON file of hyperparameters shared by every method.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
               help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per method (default: the config's).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps per method (default: the config's).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Instead of --steps: passes over the training images per method, converted to steps.")
 @click.option("--image-size", type=click.IntRange(min=8))
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--images", type=click.IntRange(min=20), help="Built-in set only: number of images [default: 240].")
@@ -29,13 +44,18 @@ from .train import config_for_data
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", callback=lambda ctx, param, value: _numbers(value, int, "--seeds"),
+              help="Comma-separated training seeds per method, e.g. 0,1,2 (mean +- sd) [default: --seed].")
+@click.option("--lr-grid", callback=lambda ctx, param, value: _numbers(value, float, "--lr-grid"),
+              help="Comma-separated learning rates, e.g. 3e-4,1e-3,3e-3: each method takes the one with the best "
+                   "validation Dice [default: the config's lr].")
 @click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
-def compare(source, methods, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
-            seed, force):
+def compare(source, methods, config_path, out, steps, epochs, image_size, batch_size, images, samples, convention, device,
+            seed, seeds, lr_grid, force):
     """Train every method on the train split, score all on the test split, and write the comparison tables."""
     names = parse_methods(methods)
     device = resolve_device(device)
-    config = read_config(config_path, "default", epochs=epochs, image_size=image_size, batch_size=batch_size,
+    config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size, batch_size=batch_size,
                          seed=seed)
     if source["path"] == "synthetic":
         slices, truth = builtin_set(images or 240, config)
@@ -46,7 +66,8 @@ def compare(source, methods, config_path, out, epochs, image_size, batch_size, i
     config = config_for_data(config, slices)
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")
-    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo)
+    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo,
+                         seeds=seeds, lr_grid=lr_grid)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "comparison.json")
     (out / "comparison.md").write_text(result.markdown())
