@@ -32,7 +32,8 @@ from .main import cli
 @click.option("--force", is_flag=True, help="Overwrite existing PNGs.")
 def figures(checkpoint, source, out_dir, split, num_images, samples, grid_samples, embedding, device, seed, force):
     """Write samples.png (image, annotations, styles, prior samples), distances.png (distance between
-    two random experts, annotations vs model) and tau_<embedding>.png (q(tau | r) per rater) for a split."""
+    two random experts, annotations vs model), styles.png (the experts' distance matrix beside that of
+    the predictions in their styles) and tau_<embedding>.png (q(tau | r) per rater) for a split."""
     refuse_overwrite(figure_paths(out_dir, embedding).values(), force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)

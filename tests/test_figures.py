@@ -32,7 +32,9 @@ def test_make_figures_writes_the_three_figures(holdout, tmp_path):
     model, guide, _ = holdout.load()
     paths = make_figures(model, guide, holdout.slices.split("test"), tmp_path, num_images=3, num_samples=6,
                          grid_samples=2, tau_samples=50)
-    assert set(paths) == {"samples", "distances", "tau"}
+    assert set(paths) == {"samples", "distances", "styles", "tau"}
+    styles = _png(paths["styles"])
+    assert styles.shape[1] > 1.8 * styles.shape[0]  # two matrices side by side
     grid = _png(paths["samples"])
     assert grid.shape[1] > 2 * grid.shape[0]  # 1 + 4 annotations + 3 styles + 2 samples columns, 3 rows
     _png(paths["distances"])
