@@ -37,6 +37,7 @@ class ProSegConfig:
     # share of training patches centred on a rater's foreground, where slices are larger than image_size
     foreground_share: float = 0.33
     # networks
+    backbone: str = "small"  # "small": a U-Net of base_channels and depth; "resnet34": the paper's size
     base_channels: int = 16  # width of the first U-Net level
     depth: int = 3  # U-Net down-sampling steps
     feature_channels: int = 16  # backbone output, full resolution
@@ -104,6 +105,8 @@ class ProSegConfig:
             raise ConfigError(f"config: warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.num_classes < 2:
             raise ConfigError(f"config: num_classes must be >= 2, got {self.num_classes}")
+        if self.backbone == "resnet34" and self.image_size % 32:
+            raise ConfigError(f"config: the resnet34 backbone needs image_size divisible by 32, got {self.image_size}")
         if self.depth < 0 or self.image_size % (2 ** self.depth):
             raise ConfigError(f"config: image_size {self.image_size} must be divisible by 2**depth "
                               f"(depth={self.depth})")
@@ -111,7 +114,7 @@ class ProSegConfig:
             raise ConfigError(f"config: tau_dim must be >= 2, got {self.tau_dim}")
         choices = {"tau_prior": TAU_PRIORS, "y_likelihood": Y_LIKELIHOODS, "z_head": Z_HEADS,
                    "resize": ("crop", "resize"), "intensity": ("zscore", "unit"),
-                   "lr_schedule": ("cosine", "poly", "constant")}
+                   "lr_schedule": ("cosine", "poly", "constant"), "backbone": ("small", "resnet34")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config: {name} must be one of {allowed}, got {getattr(self, name)!r}")

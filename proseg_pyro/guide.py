@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import ProSegConfig
 from .fused_normal import FusedNormal
-from .networks import GaussianHeads, UNet
+from .networks import GaussianHeads, make_backbone
 
 pyro.settings.set(module_local_params=True)
 
@@ -41,7 +41,7 @@ class ProSegGuide(PyroModule):
         c = config
         # Recomputing the backbone's activations in the backward pass (identical gradients) takes
         # about 200 MB off a training step's peak at paper size for ~10% more compute.
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth, checkpoint=True)
+        self.backbone = make_backbone(c, c.feature_channels, checkpoint=True)
         self.z_heads = GaussianHeads(c.feature_channels, c.z_channels, c.num_raters if c.z_head == "per_rater" else 1)
         raters = c.num_raters + len(c.enrolled_raters)
         if c.tau_prior == "dirichlet":

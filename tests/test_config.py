@@ -31,6 +31,13 @@ def test_file_values_override_a_base(tmp_path):
     ({"beta_z": -1.0}, "beta_z must be >= 0"),
     ({"rater_names": ["a"], "num_raters": 2}, "1 rater_names for num_raters=2"),
     ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
+    ({"backbone": "resnet34", "image_size": 48}, "divisible by 32"),
+    ({"backbone": "vit"}, "backbone must be one of"),
+    ({"lr_schedule": "step"}, "lr_schedule must be one of"),
+    ({"epochs": 0}, "epochs must be a positive integer or null"),
+    ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+    ({"foreground_share": 1.5}, "foreground_share must be in [0, 1]"),
+    ({"dice_weight": -1.0}, "dice_weight must be >= 0"),
 ])
 def test_invalid_values_name_the_field(values, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -248,3 +248,21 @@ def test_every_rater_starts_with_a_preference_of_its_own():
     assert len({tuple(row) for row in start.round(decimals=3).tolist()}) == 7
     for rater in range(4):
         assert set(torch.nonzero(start[rater] > 0.5).flatten().tolist()) == {rater, rater + 4}
+
+
+def test_paper_sized_backbone_is_a_resnet34_unet_that_trains():
+    """The ResNet-34 encoder has torchvision's 21.3 M parameters (less its classifier, with GroupNorm's
+    affine weights for BatchNorm's), the whole U-Net ~24 M; ProSeg with it gives a finite ELBO and gradients."""
+    from proseg_pyro.networks import ResNetUNet
+
+    network = ResNetUNet(1, 16)
+    encoder = sum(p.numel() for part in (network.stem, network.stages) for p in part.parameters())
+    assert 21.2e6 < encoder < 21.4e6
+    assert network(torch.randn(2, 1, 64, 96)).shape == (2, 16, 64, 96)
+    config = tiny_config(backbone="resnet34", image_size=32)
+    model, guide = ProSegModel(config), ProSegGuide(config)
+    assert sum(p.numel() for p in guide.backbone.parameters()) > 20e6
+    loss = pyro.infer.Trace_ELBO(max_plate_nesting=2)(model, guide)
+    value = loss(torch.randn(2, 1, 32, 32), torch.randint(0, 2, (2, 4, 32, 32)))
+    value.backward()
+    assert torch.isfinite(value) and all(torch.isfinite(p.grad).all() for p in guide.backbone.parameters())

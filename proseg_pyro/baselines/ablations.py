@@ -25,7 +25,7 @@ from ..guide import ProSegGuide
 from ..likelihoods import observe_annotations
 from ..methods import Method
 from ..model import ProSegModel
-from ..networks import SegmentationPredictor, UNet
+from ..networks import SegmentationPredictor, make_backbone
 from .common import annotation_plates, as_observation, in_chunks, random_raters
 
 
@@ -112,7 +112,7 @@ class NoZModel(ProSegModel):
         super().__init__(config)
         c = config
         del self.image_decoder
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
+        self.backbone = make_backbone(c, c.feature_channels)
         self.predictor = SegmentationPredictor(c.feature_channels, c.tau_dim, c.predictor_hidden,
                                                self.y_family.channels(c.num_classes), c.predictor_kernel)
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS, foreground, observe_annotations
-from ..networks import UNet, run_flat
+from ..networks import make_backbone, run_flat
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 TRACE_WEIGHT = 0.1  # alpha of the trace regulariser
@@ -45,7 +45,7 @@ class ConfusionModel(PyroModule):
         self.config = config
         c = config
         classes, raters = c.num_classes, c.num_raters
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
+        self.backbone = make_backbone(c, c.feature_channels)
         self.seg_head = nn.Conv2d(c.feature_channels, classes, 1)
         identity = IDENTITY_LOGIT * torch.eye(classes).expand(raters, classes, classes)
         if pixelwise:

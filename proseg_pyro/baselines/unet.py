@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS, observe_annotations
-from ..networks import UNet
+from ..networks import make_backbone
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 
@@ -34,9 +34,9 @@ class DirectSegmentation(PyroModule):
         self.config = config
         self.y_family = Y_LIKELIHOODS[config.y_likelihood]
 
-    def _unet(self) -> UNet:
+    def _unet(self) -> nn.Module:
         c = self.config
-        return UNet(c.in_channels, self.y_family.channels(c.num_classes), c.base_channels, c.depth)
+        return make_backbone(c, self.y_family.channels(c.num_classes))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
