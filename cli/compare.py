@@ -7,8 +7,10 @@ import click
 
 from proseg_pyro.compare import ALL_METHODS, builtin_set, compare as run_compare, parse_methods
 from proseg_pyro.device import resolve_device
+from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import data_options, load_source, read_config
+from .common import SEED, data_options, load_source, read_config
 from .main import cli
 from .train import config_for_data
 
@@ -28,13 +30,24 @@ from .train import config_for_data
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
+                                           "and replace existing tables.")
 def compare(source, methods, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
             seed, force):
     """Train every method on the train split, score all on the test split, and write the comparison tables."""
     names = parse_methods(methods)
     device = resolve_device(device)
+    tables = [out / "comparison.md", out / "comparison.json"]
+    prepare_outputs(tables, force)
+    with folder_lock(out):
+        _compare(source, names, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
+                 seed, force, tables)
+
+
+def _compare(source, names, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
+             seed, force, tables) -> None:
+    """Load the data, train or reuse each method's run, and write the tables."""
     config = read_config(config_path, "default", epochs=epochs, image_size=image_size, batch_size=batch_size,
                          seed=seed)
     if source["path"] == "synthetic":
@@ -47,8 +60,7 @@ def compare(source, methods, config_path, out, epochs, image_size, batch_size, i
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")
     result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo)
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "comparison.json")
-    (out / "comparison.md").write_text(result.markdown())
+    result.to_json(tables[1])
+    atomic_write_text(tables[0], result.markdown())
     click.echo(result.markdown())
     click.echo(f"wrote {out}/comparison.md and {out}/comparison.json")

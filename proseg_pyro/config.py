@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 TAU_PRIORS = ("dirichlet", "logistic_normal")
 Y_LIKELIHOODS = ("categorical", "bernoulli")
@@ -137,13 +137,12 @@ class ProSegConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike, base: "ProSegConfig | None" = None) -> "ProSegConfig":
         """Read a config file; keys it leaves out come from ``base`` (default: the defaults)."""
+        from .io_utils import read_json
+
         try:
-            with open(path) as handle:
-                values = json.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+            values = read_json(path)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a config file must hold a JSON object")
         try:
