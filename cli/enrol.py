@@ -27,7 +27,7 @@ from .main import cli
               help="Split whose annotations by the new rater are used.")
 @click.option("--images", type=click.IntRange(min=1), help="Use only the first N images the rater annotated.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Adam steps.")
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, max=10, min_open=True))
 @click.option("--particles", default=8, show_default=True, type=click.IntRange(min=1),
               help="Monte Carlo samples of the ELBO per step.")
 @click.option("--offset-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),

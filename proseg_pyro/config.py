@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,21 @@ from .errors import ConfigError, DataError
 TAU_PRIORS = ("dirichlet", "logistic_normal")
 Y_LIKELIHOODS = ("categorical", "bernoulli")
 Z_HEADS = ("shared", "per_rater")
+
+
+# Least and most of each integer field: the caps stop a typo from allocating beyond any machine.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (1, 4096), "in_channels": (1, 64), "num_classes": (2, 256), "num_raters": (1, 256),
+    "base_channels": (1, 1024), "depth": (0, 8), "feature_channels": (1, 1024), "z_channels": (1, 1024),
+    "tau_dim": (2, 256), "predictor_hidden": (1, 1024), "predictor_kernel": (1, 31), "classifier_hidden": (1, 1024),
+    "x_decoder_channels": (1, 1024), "batch_size": (1, 4096), "epochs": (1, 1_000_000), "patience": (1, 1_000_000),
+    "seed": (0, 2 ** 32 - 1), "num_workers": (0, 256)}
+# Least, most and whether the least is excluded, of each real field (all must be finite).
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "alpha0": (1e-3, 1e3, False), "alpha_star": (1e-3, 1e3, False), "x_sigma": (1e-3, 1e3, False),
+    "concentration_floor": (1e-6, 1e3, False), "lr": (0.0, 1.0, True), "weight_decay": (0.0, 1.0, False),
+    "grad_clip": (0.0, 1e6, False), "val_fraction": (0.0, 1.0, False),
+    **{name: (0.0, 1e3, False) for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y")}}
 
 
 @dataclass
@@ -76,20 +92,31 @@ class ProSegConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive_ints = ("image_size", "in_channels", "num_raters", "base_channels", "feature_channels",
-                         "z_channels", "tau_dim", "predictor_hidden", "classifier_hidden",
-                         "x_decoder_channels", "batch_size", "epochs", "patience", "predictor_kernel")
-        for name in positive_ints:
+        for name, (least, most) in INT_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"config: {name} must be a positive integer, got {value!r}")
-        if self.num_classes < 2:
-            raise ConfigError(f"config: num_classes must be >= 2, got {self.num_classes}")
-        if self.depth < 0 or self.image_size % (2 ** self.depth):
+            if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+                raise ConfigError(f"config: {name} must be an integer in [{least}, {most}], got {value!r}")
+        for name, (least, most, open_least) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if name == "alpha_star" and value is None:
+                continue
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or not (value > least if open_least else value >= least) or not value <= most):
+                bounds = f"{'(' if open_least else '['}{least:g}, {most:g}]"
+                raise ConfigError(f"config: {name} must be a finite number in {bounds}, got {value!r}")
+        if not self.val_fraction < 1:
+            raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.predictor_kernel % 2 == 0:
+            raise ConfigError(f"config: predictor_kernel must be odd (it keeps the map's size), "
+                              f"got {self.predictor_kernel}")
+        if self.image_size % (2 ** self.depth):
             raise ConfigError(f"config: image_size {self.image_size} must be divisible by 2**depth "
                               f"(depth={self.depth})")
-        if self.tau_dim < 2:
-            raise ConfigError(f"config: tau_dim must be >= 2, got {self.tau_dim}")
+        for name in ("method", "tau_prior", "y_likelihood", "z_head", "resize", "intensity"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"config: {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"config: augment must be true or false, got {self.augment!r}")
         choices = {"tau_prior": TAU_PRIORS, "y_likelihood": Y_LIKELIHOODS, "z_head": Z_HEADS,
                    "resize": ("crop", "resize"), "intensity": ("zscore", "unit")}
         for name, allowed in choices.items():
@@ -97,16 +124,10 @@ class ProSegConfig:
                 raise ConfigError(f"config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.y_likelihood == "bernoulli" and self.num_classes != 2:
             raise ConfigError("config: y_likelihood 'bernoulli' needs num_classes == 2")
-        for name in ("alpha0", "x_sigma", "concentration_floor", "lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"config: {name} must be > 0, got {getattr(self, name)!r}")
-        if self.alpha_star is not None and not self.alpha_star > 0:
-            raise ConfigError(f"config: alpha_star must be > 0 or null, got {self.alpha_star!r}")
-        for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
+        names = self.rater_names
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names) \
+                or len(set(names)) != len(names):
+            raise ConfigError(f"config: rater_names must be a list of distinct names, got {names!r}")
         if self.rater_names and len(self.rater_names) != self.num_raters:
             raise ConfigError(f"config: {len(self.rater_names)} rater_names for num_raters={self.num_raters}")
         enrolled = self.enrolled_raters

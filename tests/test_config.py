@@ -24,11 +24,26 @@ def test_file_values_override_a_base(tmp_path):
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"image_size": 0}, "image_size must be a positive integer"),
+    ({"image_size": 0}, "image_size must be an integer in [1, 4096], got 0"),
+    ({"image_size": 2 ** 20}, "image_size must be an integer in [1, 4096]"),
     ({"image_size": 20, "depth": 3}, "divisible by 2**depth"),
     ({"tau_prior": "gamma"}, "tau_prior must be one of"),
     ({"y_likelihood": "bernoulli", "num_classes": 3}, "needs num_classes == 2"),
-    ({"beta_z": -1.0}, "beta_z must be >= 0"),
+    ({"beta_z": -1.0}, "beta_z must be a finite number in [0, 1000]"),
+    ({"lr": float("inf")}, "lr must be a finite number in (0, 1], got inf"),
+    ({"lr": 1e30}, "lr must be a finite number in (0, 1]"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"lr": "0.1"}, "lr must be a finite number"),
+    ({"alpha0": 1e-30}, "alpha0 must be a finite number in [0.001, 1000]"),
+    ({"seed": 2 ** 64}, "seed must be an integer in [0, 4294967295]"),
+    ({"seed": -1}, "seed must be an integer in [0, 4294967295]"),
+    ({"predictor_kernel": 2}, "predictor_kernel must be odd"),
+    ({"in_channels": 10 ** 6}, "in_channels must be an integer in [1, 64]"),
+    ({"num_raters": 10 ** 6}, "num_raters must be an integer in [1, 256]"),
+    ({"batch_size": True}, "batch_size must be an integer"),
+    ({"augment": "yes"}, "augment must be true or false"),
+    ({"z_head": 3}, "z_head must be a string"),
+    ({"rater_names": ["a", 1], "num_raters": 2}, "rater_names must be a list of distinct names"),
     ({"rater_names": ["a"], "num_raters": 2}, "1 rater_names for num_raters=2"),
     ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
 ])
