@@ -21,6 +21,7 @@ import numpy as np
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
 from ..limits import check_archive_size, require_memory, require_regular_file
+from .nifti import is_nifti, nifti_has_nonfinite
 from .slices import SliceSet
 from .transforms import fit_to_size, normalise_intensity
 
@@ -107,6 +108,8 @@ def _read_checked_image(path: Path) -> sitk.Image:
     voxels = math.prod(reader.GetSize()) * reader.GetNumberOfComponents()
     require_memory(voxels * (np.dtype(np.float64).itemsize + np.dtype(np.float32).itemsize), path,
                    f"reading an image of {reader.GetSize()} voxels")
+    if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK would read these voxels as 0
+        raise DataError(path, "image contains NaN or Inf values")
     return reader.Execute()
 
 
