@@ -61,10 +61,10 @@ def test_corrupt_dataset_cache_is_rebuilt(tmp_path):
     slices, _ = make_synthetic(num_images=6, image_size=16, seed=0)
     manifest = write_manifest_dataset(slices, tmp_path)
     config = tiny_config()
-    first = load_dataset(manifest, config=config)
-    (cache,) = (tmp_path / ".cache").glob("*.npz")
+    first = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("*.npz")
     cache.write_bytes(cache.read_bytes()[:100])  # as if the machine died while it was written in place
-    again = load_dataset(manifest, config=config)
+    again = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again.images, first.images)
     np.testing.assert_array_equal(again.annotations, first.annotations)
 
