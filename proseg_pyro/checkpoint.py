@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .config import ProSegConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .io_utils import atomic_path
 from .limits import check_archive_size, require_regular_file
 
@@ -25,8 +25,11 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """The checkpoint dict at ``path``, loaded with ``weights_only=True`` and checked for its format."""
     if not os.path.exists(path):
         raise CheckpointError(path, "checkpoint file not found")
-    require_regular_file(path)
-    check_archive_size(path)
+    try:
+        require_regular_file(path)
+    except DataError as err:
+        raise CheckpointError(path, err.problem) from None
+    check_archive_size(path, CheckpointError)
     try:
         content = torch.load(path, map_location=device, weights_only=True)
     except (MemoryError, RecursionError):

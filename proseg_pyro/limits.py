@@ -66,17 +66,20 @@ def require_regular_file(path: str | os.PathLike, folders: bool = False) -> Path
     raise DataError(path, f"{kind}; expected a file")
 
 
-def check_archive_size(path: str | os.PathLike) -> None:
+def check_archive_size(path: str | os.PathLike, error: type[DataError] = DataError) -> None:
     """Refuse a zip archive (a checkpoint, a zipped pickle) whose members unpack beyond the budget,
-    before any of them is unpacked. Other files pass unchanged."""
+    before any of them is unpacked, raising ``error``. Other files pass unchanged."""
     if not zipfile.is_zipfile(path):
         return
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(member.file_size for member in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise DataError(path, f"not a readable zip archive ({err})") from None
-    require_memory(unpacked, path, "unpacking the archive")
+        raise error(path, f"not a readable zip archive ({err})") from None
+    try:
+        require_memory(unpacked, path, "unpacking the archive")
+    except DataError as err:
+        raise error(path, err.problem) from None
 
 
 def require_sampling_memory(samples: int, styles: int, scan_shape: tuple[int, ...], classes: int, every_sample: bool,

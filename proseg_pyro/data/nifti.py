@@ -8,9 +8,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # NIfTI datatype codes of real floating-point voxels, and their numpy types
@@ -24,8 +27,15 @@ def is_nifti(path: str | os.PathLike) -> bool:
 
 def nifti_has_nonfinite(path: str | os.PathLike) -> bool:
     """Whether the NIfTI-1 or NIfTI-2 file at ``path`` stores a NaN or Inf voxel (or scaling).
-    Files whose header this cannot parse are left to SimpleITK, which reports them."""
+    Files whose header this cannot parse are left to SimpleITK; damaged data raises DataError."""
     path = Path(path)
+    try:
+        return _scan(path)
+    except (EOFError, OSError, ValueError, zlib.error, struct.error) as err:
+        raise DataError(path, f"damaged NIfTI data ({err})") from None
+
+
+def _scan(path: Path) -> bool:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as handle:
         header = handle.read(540)

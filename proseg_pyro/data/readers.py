@@ -108,9 +108,10 @@ def _read_checked_image(path: Path) -> sitk.Image:
     voxels = math.prod(reader.GetSize()) * reader.GetNumberOfComponents()
     require_memory(voxels * (np.dtype(np.float64).itemsize + np.dtype(np.float32).itemsize), path,
                    f"reading an image of {reader.GetSize()} voxels")
-    if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK would read these voxels as 0
+    image = reader.Execute()
+    if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK reads these voxels as 0
         raise DataError(path, "image contains NaN or Inf values")
-    return reader.Execute()
+    return image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -337,8 +338,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
         raise DataError(path, f"record {key!r}: expected a 2D image and masks of its shape, got image "
                               f"{image.shape} and masks {[mask.shape for mask in masks]}")
     check_finite(image, path)
-    if not all(np.isfinite(mask).all() and mask.min() >= 0 and mask.max() <= 1 for mask in masks):
-        raise DataError(path, f"record {key!r}: mask values must be finite and within [0, 1]")
+    if not all(np.isfinite(mask).all() for mask in masks):  # a NaN would be thresholded to background
+        raise DataError(path, f"record {key!r}: masks contain NaN or Inf values")
     if image.max() > 1:
         image = image / 255.0
     subject = str(record.get("series_uid", key)).split("_")[0]
