@@ -38,15 +38,15 @@ def _available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _gib(count: int) -> str:
-    return f"{count / 2 ** 30:.2f} GiB"
+def _size(count: int) -> str:
+    return f"{count / 2 ** 30:.2f} GiB" if count >= 2 ** 30 else f"{count / 2 ** 20:.1f} MiB"
 
 
 def require_memory(count: int, path: str | os.PathLike | None, what: str) -> None:
     """Raise DataError naming ``path`` when ``what`` needs ``count`` bytes, more than the budget."""
     budget = memory_budget()
     if count > budget:
-        raise DataError(path, f"{what} would need {_gib(count)} of memory, more than the budget of {_gib(budget)} "
+        raise DataError(path, f"{what} would need {_size(count)} of memory, more than the budget of {_size(budget)} "
                               f"(set {BUDGET_VARIABLE} to allow more)")
 
 

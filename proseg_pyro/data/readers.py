@@ -330,6 +330,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
             or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
         raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
     try:
+        if any(np.iscomplexobj(array) for array in (record["image"], *record["masks"])):
+            raise TypeError("complex values are not supported")
         image = np.asarray(record["image"], dtype=np.float32)
         masks = [np.asarray(mask, dtype=np.float32) for mask in record["masks"]]
     except (TypeError, ValueError) as err:
@@ -374,6 +376,8 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     missing = [key for key in NPC_CHANNELS if key not in found]
     if missing:
         raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
+    if any(np.iscomplexobj(array) for array in found.values()):
+        raise DataError(path, "complex values are not supported (real-valued images only)")
     try:
         channels = [np.asarray(found[key], dtype=np.float32) for key in NPC_CHANNELS]
     except (TypeError, ValueError) as err:
