@@ -9,6 +9,7 @@ from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.device import resolve_device
 from proseg_pyro.errors import ProSegError
 from proseg_pyro.evaluate import evaluate as run_evaluation
+from proseg_pyro.limits import require_prediction_memory
 from proseg_pyro.outputs import prepare_outputs
 
 from .common import SEED, check_fits, data_options, load_source
@@ -35,6 +36,8 @@ def evaluate(checkpoint, source, split, samples, convention, json_path, device, 
                           "raters, so it needs at least that many")
     slices = load_source(source, config, split)
     check_fits(slices, config, source, checkpoint)
+    require_prediction_memory(samples, len(slices), config.num_raters, config.num_classes,
+                              config.image_size ** 2, "--samples")
     result = run_evaluation(model, guide, slices, samples, convention, device, seed)
     click.echo(result.markdown())
     if json_path is not None:

@@ -8,6 +8,7 @@ import click
 from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.device import resolve_device
 from proseg_pyro.figures import EMBEDDINGS, figure_paths, make_figures
+from proseg_pyro.limits import require_prediction_memory
 from proseg_pyro.outputs import prepare_outputs
 
 from .common import SEED, check_fits, data_options, load_source
@@ -39,6 +40,8 @@ def figures(checkpoint, source, out_dir, split, num_images, samples, grid_sample
     model, guide, config = load_checkpoint(checkpoint, device)
     slices = load_source(source, config, split)
     check_fits(slices, config, source, checkpoint)
+    require_prediction_memory(samples, len(slices), config.num_raters, config.num_classes,
+                              config.image_size ** 2, "--samples")
     paths = make_figures(model, guide, slices, out_dir, num_images, samples, min(grid_samples, samples),
                          embedding=embedding, device=device, seed=seed)
     for name, path in paths.items():

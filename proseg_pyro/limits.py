@@ -92,3 +92,11 @@ def require_sampling_memory(samples: int, styles: int, scan_shape: tuple[int, ..
     voxels = depth * height * width
     needed = 4 * voxels * styles * classes + samples * styles * 8 + (samples * (voxels + 512) if every_sample else 0)
     require_memory(needed, option, f"{samples} samples of {styles} style(s) on a grid of {voxels} voxels")
+
+
+def require_prediction_memory(samples: int, images: int, raters: int, classes: int, pixels: int,
+                              option: str, batch: int = 8) -> None:
+    """Refuse ``samples`` samples per image when what is kept of them exceeds the budget: the prior
+    samples of all ``images`` (float32) and one batch's personalised class probabilities."""
+    needed = 4 * samples * pixels * (images + batch * raters * classes)
+    require_memory(needed, option, f"{samples} samples of {images} images of {pixels} pixels")

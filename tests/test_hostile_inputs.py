@@ -328,6 +328,11 @@ def a_billion_samples(ws):
 
 
 @case("memory")
+def evaluate_with_a_billion_samples(ws):
+    return ws.evaluate("--samples", str(10 ** 9)), Expect("--samples")
+
+
+@case("memory")
 def fifo_as_an_image(ws):
     os.mkfifo(ws.data.parent / "fifo.nii.gz")
     _use_image(ws, "fifo.nii.gz")
