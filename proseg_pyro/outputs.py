@@ -28,9 +28,13 @@ def prepare_outputs(paths: Iterable[str | os.PathLike | None], force: bool) -> N
     writes of these outputs. ``None`` entries (outputs not asked for) are skipped."""
     longest: dict[Path, str] = {}
     for path in (Path(path) for path in paths if path is not None):
-        if (path.exists() or path.is_symlink()) and not force:
+        try:
+            exists, folder = path.exists() or path.is_symlink(), path.is_dir()
+        except OSError as err:  # a name too long, a loop in its folders
+            raise OutputError(f"{path}: cannot write there ({err.strerror or err})") from None
+        if exists and not force:
             raise OutputError(f"{path}: already exists (use --force to overwrite)")
-        if path.is_dir():
+        if folder:
             raise OutputError(f"{path}: is a folder; expected a file name")
         if len(path.name) > len(longest.get(path.parent, "")):
             longest[path.parent] = path.name
