@@ -37,14 +37,18 @@ def enrolled(holdout):
 
 def test_enrolling_a_known_rater_again_recovers_its_style(holdout):
     """The mechanism: the tight rater enrolled under a new name from 10 of its annotations predicts
-    its test annotations as well as its trained q(tau | r) does, far better than the other styles."""
+    its test annotations as well as its trained q(tau | r) does, far better than the other styles.
+
+    The Dice values are means over samples: with 16 samples their noise (about 0.01 on 15 images)
+    was as large as the gap to the margin (0.025 to 0.047 over three seeds), with 128 the margin
+    over the closest other style ran from 0.032 to 0.040 over six seeds."""
     model, guide, _ = holdout.load()
     train, test = holdout.known.split("train"), holdout.known.split("test")
     result = enrol(model, guide, torch.as_tensor(train.images[:ENROL_IMAGES]),
                    torch.as_tensor(train.annotations[:ENROL_IMAGES, 0]), "tight again", steps=150)
     torch.manual_seed(0)
     dice = style_dice(result.model, result.guide, torch.as_tensor(test.images),
-                      torch.as_tensor(test.annotations[:, 0]), list(range(4)), num_samples=16)
+                      torch.as_tensor(test.annotations[:, 0]), list(range(4)), num_samples=128)
     assert dice[3] > dice[0] - 0.03 and dice[3] > max(dice[1:3]) + 0.03, dice
 
 
