@@ -33,7 +33,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         content = torch.load(path, map_location=device, weights_only=True)
     except (MemoryError, RecursionError):
-        raise CheckpointError(path, "not a loadable checkpoint (its content is too large or too deeply nested)") from None
+        raise CheckpointError(path, "not a loadable checkpoint (too large or too deeply nested)") from None
     except Exception as err:  # weights_only runs no code: any failure means damaged or foreign bytes
         raise CheckpointError(path, f"not a loadable checkpoint ({_load_failure(err)})") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:

@@ -140,6 +140,18 @@ def test_enrol_command_adds_the_rater_and_sample_uses_it(holdout, tmp_path):
     assert (tmp_path / "out" / "rater-generous_mask.nii.gz").is_file()
 
 
+def test_enrol_command_takes_a_checkpoint_without_metrics(holdout, tmp_path):
+    content = torch.load(holdout.checkpoint, weights_only=True)
+    bare = {key: value for key, value in content.items() if key not in ("metrics", "epoch")}
+    save_checkpoint(tmp_path / "bare.pt", **{key: value for key, value in bare.items() if key != "format"})
+    subset = holdout.slices.select(np.flatnonzero(np.array(holdout.slices.splits) == "train")[:4])
+    manifest = write_manifest_dataset(subset, tmp_path / "data")
+    result = CliRunner().invoke(cli, ["enrol", str(tmp_path / "bare.pt"), "--data", str(manifest), "--rater",
+                                      "generous", "--out", str(tmp_path / "new.pt"), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert set(torch.load(tmp_path / "new.pt", weights_only=True)["metrics"]["enrolled"]) == {"generous"}
+
+
 def test_a_second_enrolment_keeps_the_first_raters_offset(holdout, enrolled):
     model, _, first, _ = enrolled
     train = holdout.slices.split("train")
