@@ -7,8 +7,10 @@ import click
 
 from proseg_pyro.compare import ALL_METHODS, builtin_set, compare as run_compare, parse_methods
 from proseg_pyro.device import resolve_device
+from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import data_options, load_source, read_config
+from .common import SEED, data_options, load_source, read_config
 from .main import cli
 from .train import config_for_data
 
@@ -43,20 +45,29 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--seeds", callback=lambda ctx, param, value: _numbers(value, int, "--seeds"),
               help="Comma-separated training seeds per method, e.g. 0,1,2 (mean +- sd) [default: --seed].")
 @click.option("--lr-grid", callback=lambda ctx, param, value: _numbers(value, float, "--lr-grid"),
               help="Comma-separated learning rates, e.g. 3e-4,1e-3,3e-3: each method takes the one with the best "
                    "validation Dice [default: the config's lr].")
-@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
+@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
+                                           "and replace existing tables.")
 def compare(source, methods, config_path, out, steps, epochs, image_size, batch_size, images, samples, convention, device,
             seed, seeds, lr_grid, force):
     """Train every method on the train split, score all on the test split, and write the comparison tables."""
     names = parse_methods(methods)
     device = resolve_device(device)
-    config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size, batch_size=batch_size,
-                         seed=seed)
+    tables = [out / "comparison.md", out / "comparison.json"]
+    prepare_outputs(tables, force)
+    with folder_lock(out):
+        config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size,
+                             batch_size=batch_size, seed=seed)
+        _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid)
+
+
+def _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid) -> None:
+    """Load the data, train or reuse each method's run, and write the tables."""
     if source["path"] == "synthetic":
         slices, truth = builtin_set(images or 240, config)
     elif images is not None:
@@ -68,8 +79,7 @@ def compare(source, methods, config_path, out, steps, epochs, image_size, batch_
                f"device {device}")
     result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo,
                          seeds=seeds, lr_grid=lr_grid)
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "comparison.json")
-    (out / "comparison.md").write_text(result.markdown())
+    result.to_json(tables[1])
+    atomic_write_text(tables[0], result.markdown())
     click.echo(result.markdown())
     click.echo(f"wrote {out}/comparison.md and {out}/comparison.json")

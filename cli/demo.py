@@ -14,8 +14,10 @@ from proseg_pyro.data.export import write_manifest_dataset
 from proseg_pyro.data.synthetic import make_synthetic
 from proseg_pyro.device import resolve_device
 from proseg_pyro.evaluate import Evaluation, evaluate, oracle_predictions, score
+from proseg_pyro.outputs import folder_lock, prepare_outputs, prepare_run
 from proseg_pyro.train import fit
 
+from .common import SEED
 from .main import cli
 
 QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-brain-growth" / "brain_growth_alpha.zip"
@@ -35,11 +37,20 @@ def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
 @click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Optimiser steps of the training run.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="auto", show_default=True)
-def demo(out, images, image_size, steps, samples, seed, device):
+@click.option("--force", is_flag=True, help="Replace an earlier demo's outputs in OUT.")
+def demo(out, images, image_size, steps, samples, seed, device, force):
     """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
     device = resolve_device(device)
+    prepare_outputs([out / "data" / "manifest.json", out / "evaluation.json"], force)
+    with folder_lock(out / "model"):
+        prepare_run(out / "model", force, resume=False)
+        _demo(out, images, image_size, steps, samples, seed, device)
+
+
+def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device) -> None:
+    """The demo's steps, once its outputs are settled."""
     slices, truth = make_synthetic(images, image_size, seed)
     manifest = write_manifest_dataset(slices, out / "data")
     config = ProSegConfig(image_size=image_size, steps=steps, seed=seed, num_raters=len(slices.raters),

@@ -9,8 +9,10 @@ from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.device import resolve_device
 from proseg_pyro.errors import ProSegError
 from proseg_pyro.evaluate import evaluate as run_evaluation
+from proseg_pyro.limits import require_prediction_memory
+from proseg_pyro.outputs import prepare_outputs
 
-from .common import check_fits, data_options, load_source, refuse_overwrite
+from .common import SEED, check_fits, data_options, load_source
 from .main import cli
 
 
@@ -22,11 +24,11 @@ from .main import cli
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def evaluate(checkpoint, source, split, samples, convention, json_path, device, seed, force):
     """Sample CHECKPOINT on a split and print GED, D_soft, D_max, D_match and per-rater Dice."""
-    refuse_overwrite([json_path], force)
+    prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
     if samples < config.num_raters:
@@ -34,6 +36,8 @@ def evaluate(checkpoint, source, split, samples, convention, json_path, device, 
                           "raters, so it needs at least that many")
     slices = load_source(source, config, split)
     check_fits(slices, config, source, checkpoint)
+    require_prediction_memory(samples, len(slices), config.num_raters, config.num_classes,
+                              config.image_size ** 2, "--samples")
     result = run_evaluation(model, guide, slices, samples, convention, device, seed)
     click.echo(result.markdown())
     if json_path is not None:

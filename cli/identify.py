@@ -13,9 +13,10 @@ from proseg_pyro.device import resolve_device
 from proseg_pyro.enrol import rater_names
 from proseg_pyro.identify import log_evidence, posterior
 from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.outputs import prepare_outputs
 from proseg_pyro.volume import model_slices, read_annotation, read_scan
 
-from .common import refuse_overwrite
+from .common import SEED
 from .main import cli
 
 
@@ -29,12 +30,12 @@ from .main import cli
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as JSON.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def identify(checkpoint, images, annotation, samples, json_path, device, seed, force):
     """Posterior over the raters CHECKPOINT knows of having drawn ANNOTATION (uniform prior; the
     slices of a volume count together)."""
-    refuse_overwrite([json_path], force)
+    prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     scan = read_scan(images, config.in_channels)

@@ -12,9 +12,11 @@ from proseg_pyro.data.export import _safe
 from proseg_pyro.device import resolve_device
 from proseg_pyro.enrol import rater_index, rater_names
 from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.limits import require_sampling_memory
+from proseg_pyro.outputs import prepare_outputs
 from proseg_pyro.volume import read_scan, segment_scan, style_files, write_style
 
-from .common import refuse_overwrite
+from .common import SEED
 from .main import cli
 
 
@@ -29,7 +31,7 @@ from .main import cli
 @click.option("--prior", is_flag=True, help="Draw diverse samples from the prior instead, and write every sample.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, force):
     """Segment a scan slice by slice with CHECKPOINT: per rater (or for the prior) the most likely
@@ -41,10 +43,11 @@ def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, fo
     model, guide, config = load_checkpoint(checkpoint, device)
     slots = None if prior else [rater_index(config, name) for name in dict.fromkeys(raters or rater_names(config))]
     stems = ["prior"] if prior else [f"rater-{_safe(rater_names(config)[slot])}" for slot in slots]
+    scan = read_scan(images, config.in_channels)
+    require_sampling_memory(samples, len(stems), scan.images.shape, config.num_classes, prior, "--samples")
     files = [style_files(out_dir, stem, samples if prior else None) for stem in stems]
     summary_path = out_dir / "summary.json"
-    refuse_overwrite([summary_path, *(path for style in files for path in style.values())], force)
-    scan = read_scan(images, config.in_channels)
+    prepare_outputs([summary_path, *(path for style in files for path in style.values())], force)
     click.echo(f"{scan.paths[0]}: {len(scan.images)} slice(s) of {scan.images.shape[-1]}x{scan.images.shape[-2]}, "
                f"spacing {tuple(round(s, 4) for s in scan.geometry.spacing)} mm; {samples} samples on {device}")
     pyro.set_rng_seed(seed)

@@ -1,6 +1,7 @@
 """``proseg-pyro train``: fit ProSeg by SVI on a dataset (the built-in set when none is given)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -11,9 +12,10 @@ from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.compare import TRAINABLE
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.device import resolve_device
+from proseg_pyro.outputs import folder_lock, prepare_run
 from proseg_pyro.train import TrainResult, fit
 
-from .common import data_options, load_source, nonempty_split, read_config
+from .common import SEED, data_options, load_source, nonempty_split, read_config
 from .main import cli
 
 
@@ -53,8 +55,9 @@ def _best(out: Path) -> TrainResult:
 @click.option("--lr", type=float)
 @click.option("--image-size", type=click.IntRange(min=8))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", type=int)
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--seed", type=SEED)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (which must exist).")
+@click.option("--force", is_flag=True, help="Replace a run already in OUT.")
 @click.option("--method", type=click.Choice(TRAINABLE),
               help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
                    "training: `compare` evaluates them).")
@@ -63,13 +66,23 @@ def _best(out: Path) -> TrainResult:
                    "each process is a rank; otherwise --nproc local processes are started.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Processes for --ddp outside torchrun (default: the GPUs with --device cuda, else 2).")
-def train(source, config_path, preset_name, out, steps, epochs, batch_size, lr, image_size, device, seed, resume, method,
-          ddp, nproc):
-    """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
+def train(source, config_path, preset_name, out, steps, epochs, batch_size, lr, image_size, device, seed, resume,
+          force, method, ddp, nproc):
+    """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv
+    (an earlier run in OUT is continued with --resume or replaced with --force, never silently)."""
     device = resolve_device(device)
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
     config = read_config(config_path, preset_name, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
+    with contextlib.ExitStack() as stack:
+        if main_rank:  # one writer per run folder; the other ranks of a process group write nothing
+            stack.enter_context(folder_lock(out))
+            prepare_run(out, force, resume)
+        _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank)
+
+
+def _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank) -> None:
+    """Load the data and train (in this process, as a torchrun rank, or on spawned ranks)."""
     slices = load_source(source, config)
     config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")

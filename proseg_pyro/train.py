@@ -47,8 +47,9 @@ class TrainingError(ProSegError):
 
 # Noise streams of ImageNoise: validation, and training step s as s + 1.
 VALIDATION_STREAM = 0
-# Config values a resumed run may change: they decide when it stops, not what a step computes.
-RESUMABLE_KEYS = ("patience", "num_workers")
+# Config values a resumed run may change: they decide when it stops (a longer budget also stretches
+# the decay of the learning rate from the step it resumes at).
+RESUMABLE_KEYS = ("steps", "epochs", "patience", "num_workers")
 TRAINING_STATE = ("optimizer", "rng", "step", "history", "best_step", "best_score", "stale")
 # Personalised samples per rater behind the validation Dice.
 VALIDATION_SAMPLES = 4

@@ -7,6 +7,7 @@ with :func:`cases_to_slices`, the one place where preprocessing happens.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import re
@@ -19,6 +20,8 @@ import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
+from ..limits import check_archive_size, require_memory, require_regular_file
+from .nifti import is_nifti, nifti_has_nonfinite
 from .slices import SliceSet
 from .transforms import fit_to_size, normalise_intensity
 
@@ -76,11 +79,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """
     import SimpleITK as sitk
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
+    path = require_regular_file(path, folders=True)
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = _read_dicom_series(path) if path.is_dir() else _read_checked_image(path)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise DataError(path, f"SimpleITK cannot read it ({lines[-1] if lines else 'unknown error'})") from None
@@ -92,6 +93,25 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     if image.GetDimension() == 2:
         array = array[None]
     return np.moveaxis(array, -1, 1), Geometry.of(image)
+
+
+def _read_checked_image(path: Path) -> sitk.Image:
+    """The image at ``path``, after its header showed real pixels that fit the memory budget."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise DataError(path, f"{pixel} pixels are not supported (real-valued images only)")
+    voxels = math.prod(reader.GetSize()) * reader.GetNumberOfComponents()
+    require_memory(voxels * (np.dtype(np.float64).itemsize + np.dtype(np.float32).itemsize), path,
+                   f"reading an image of {reader.GetSize()} voxels")
+    image = reader.Execute()
+    if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK reads these voxels as 0
+        raise DataError(path, "image contains NaN or Inf values")
+    return image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -168,7 +188,11 @@ def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str]
     """
     config = config or ProSegConfig()
     images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
+    slice_bytes = config.image_size ** 2 * (4 * max(1, config.in_channels) + 8 * len(raters))
     for case in cases:
+        # images float32 and labels int64, held twice while the cases are stacked
+        require_memory(2 * slice_bytes * (len(subjects) + len(case.images)), source,
+                       f"{len(subjects) + len(case.images)} slices of {config.image_size}x{config.image_size}")
         image, label = fit_to_size(case.images, case.labels, config.image_size, config.resize)
         if images and image.shape[1] != images[0].shape[1]:
             raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
@@ -230,9 +254,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 def read_pickle(path: str | os.PathLike) -> Any:
     """Unpickle a ``.pkl``/``.pickle`` file, or the one pickle inside a ``.zip``, with the restricted
     unpickler (a pickle that needs any other global raises DataError before running any code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    path = require_regular_file(path)
+    check_archive_size(path)
     try:
         if path.suffix.lower() != ".zip":
             with open(path, "rb") as handle:
@@ -307,6 +330,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
             or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
         raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
     try:
+        if any(np.iscomplexobj(array) for array in (record["image"], *record["masks"])):
+            raise TypeError("complex values are not supported")
         image = np.asarray(record["image"], dtype=np.float32)
         masks = [np.asarray(mask, dtype=np.float32) for mask in record["masks"]]
     except (TypeError, ValueError) as err:
@@ -315,6 +340,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
         raise DataError(path, f"record {key!r}: expected a 2D image and masks of its shape, got image "
                               f"{image.shape} and masks {[mask.shape for mask in masks]}")
     check_finite(image, path)
+    if not all(np.isfinite(mask).all() for mask in masks):  # a NaN would be thresholded to background
+        raise DataError(path, f"record {key!r}: masks contain NaN or Inf values")
     if image.max() > 1:
         image = image / 255.0
     subject = str(record.get("series_uid", key)).split("_")[0]
@@ -337,14 +364,20 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
 
     path = Path(path)
     label_keys = {slot: f"label_a{slot + 1}" for slot in range(len(NPC_RATERS))}
+    path = require_regular_file(path)
     try:
         with h5py.File(path, "r") as handle:
-            found = {key: handle[key][()] for key in (*NPC_CHANNELS, *label_keys.values()) if key in handle}
+            found = {key: _h5_array(handle, key, path) for key in (*NPC_CHANNELS, *label_keys.values())
+                     if key in handle}
+    except DataError:
+        raise
     except Exception as err:  # damaged bytes make h5py fail in many ways (OSError, RuntimeError, ...)
         raise DataError(path, f"not a readable h5 file ({type(err).__name__}: {err})") from None
     missing = [key for key in NPC_CHANNELS if key not in found]
     if missing:
         raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
+    if any(np.iscomplexobj(array) for array in found.values()):
+        raise DataError(path, "complex values are not supported (real-valued images only)")
     try:
         channels = [np.asarray(found[key], dtype=np.float32) for key in NPC_CHANNELS]
     except (TypeError, ValueError) as err:
@@ -360,6 +393,21 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     for slot, label in raters.items():
         labels[:, slot] = check_labels(label, NPC_CLASSES, path).reshape(labels[:, slot].shape)
     return images, labels, np.isin(np.arange(len(NPC_RATERS)), list(raters))
+
+
+def _h5_array(handle, key: str, path: Path) -> np.ndarray:
+    """Dataset ``key`` of an open h5 file, read only if it is a dataset stored in this file (no
+    links or external storage) whose shape fits the memory budget."""
+    import h5py
+
+    if not isinstance(handle.get(key, getlink=True), h5py.HardLink):
+        raise DataError(path, f"{key!r} is a link; only datasets stored in the file are read")
+    dataset = handle[key]
+    if not isinstance(dataset, h5py.Dataset) or dataset.is_virtual or dataset.external:
+        raise DataError(path, f"{key!r} is not a dataset stored in the file")
+    require_memory(dataset.size * max(dataset.dtype.itemsize, np.dtype(np.float32).itemsize) * 2, path,
+                   f"reading {key!r} of shape {dataset.shape}")
+    return dataset[()]
 
 
 def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None) -> SliceSet:
