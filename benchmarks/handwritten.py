@@ -20,8 +20,9 @@ _EVENT = (-3, -2, -1)
 
 def _check_supported(model: ProSegModel) -> None:
     config = model.config
-    if (config.tau_prior, config.y_likelihood) != ("dirichlet", "categorical"):
-        raise ValueError("the hand-written ELBO covers tau_prior 'dirichlet' with y_likelihood 'categorical'")
+    if (config.tau_prior, config.y_likelihood, config.dice_weight) != ("dirichlet", "categorical", 0):
+        raise ValueError("the hand-written ELBO covers tau_prior 'dirichlet' with y_likelihood 'categorical' "
+                         "and no Dice factor")
 
 
 def handwritten_loss(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y: torch.Tensor,
@@ -39,13 +40,16 @@ def handwritten_loss(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y:
     shape = (*plates, *loc.shape[-3:])
     z = Normal(loc.expand(shape), scale.expand(shape)).rsample()  # (B, R, Cz, H, W)
     zero = z.new_zeros(())
-    # model: log p(tau) + log p(z) + log p(x | z) + log p(r | tau) + log p(y | tau, z), per (b, i)
+    # model: log p(tau) + log p(z) + log p(x | z) + log p(r | tau) + log p(y | tau, z), per (b, i),
+    # the pixel terms per pixel
+    pixels = x.shape[-2] * x.shape[-1]
     terms = (
         (c.beta_tau, Dirichlet(torch.full((c.tau_dim,), c.alpha0, device=x.device)).log_prob(tau)
          - q_tau.log_prob(tau)),
-        (c.beta_z, normal_log_prob(z, zero, zero + 1).sum(_EVENT) - normal_log_prob(z, loc, scale).sum(_EVENT)),
-        (c.weight_x, normal_log_prob(x.unsqueeze(1), model.image_decoder(z), zero + c.x_sigma).sum(_EVENT)),
+        (c.beta_z / pixels, normal_log_prob(z, zero, zero + 1).sum(_EVENT) - normal_log_prob(z, loc, scale).sum(_EVENT)),
+        (c.weight_x / (x.shape[-3] * pixels),
+         normal_log_prob(x.unsqueeze(1), model.image_decoder(z), zero + c.x_sigma).sum(_EVENT)),
         (c.weight_r, Categorical(logits=model.classifier(tau)).log_prob(torch.arange(raters, device=x.device))),
-        (c.weight_y, Categorical(logits=model.predictor(z, tau)).log_prob(y).sum((-2, -1))),
+        (c.weight_y / pixels, Categorical(logits=model.predictor(z, tau)).log_prob(y).sum((-2, -1))),
     )
     return -sum(torch.where(mask, weight * term, 0.0).sum() for weight, term in terms)

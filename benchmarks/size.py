@@ -17,6 +17,7 @@ class BenchSize:
     metric_samples: int = 50
     metric_chunk: int = 100  # images generated and scored at a time
     loop_images: int = 4  # images the per-pair metric loop is timed on
-    fit_images: int = 48  # training set of the timed fit run (two epochs, the second timed)
+    fit_images: int = 48  # training set of the timed fit run (two rounds of fit_steps steps, the second timed)
+    fit_steps: int = 4
     repeats: int = 5
     amp: bool = False  # also time the SVI step under bfloat16 autocast (GPU)

@@ -7,7 +7,9 @@
 * sampling: personalised samples (S x R) drawn vectorised against a per-sample loop (one rater's one
   sample per call) and against a loop over samples that batches the raters; prior samples;
 * metrics: :func:`~proseg_pyro.metrics.batch_metrics` over N images x S samples against a loop
-  over every pair of masks (timed on a few images, per image).
+  over every pair of masks (timed on a few images, per image);
+* backbones: the SVI step with the small U-Net (the CPU default) beside the paper-sized ResNet-34
+  U-Net, their parameter counts and peak memory.
 Every case also reports its peak memory (process RSS on a CPU, tensor memory on a GPU).
 """
 from __future__ import annotations
@@ -109,16 +111,16 @@ def _bench_step(size: BenchSize, device: torch.device) -> dict:
 
 
 def _bench_fit(size: BenchSize, device: torch.device) -> dict:
-    """Images/s of the second of two epochs of ``fit`` (augmentation, checkpoints) and its peak memory."""
+    """Images/s of the second of two validation rounds of ``fit`` (augmentation, checkpoints) and its peak memory."""
     styles = tuple(dataclasses.replace(DEFAULT_STYLES[i % len(DEFAULT_STYLES)], name=f"rater{i}")
                    for i in range(size.raters))
     slices, _ = make_synthetic(num_images=size.fit_images, image_size=size.image_size, seed=0, styles=styles)
-    config = _config(size, epochs=2, patience=2)
+    config = _config(size, steps=2 * size.fit_steps, val_every=size.fit_steps, warmup_steps=0)
     history = []
     with tempfile.TemporaryDirectory() as out:
         peak = peak_memory(lambda: history.extend(fit(config, slices, None, out, device=device,
                                                       progress=False).history), device)
-    return {"fit_images_per_s": len(slices) / history[-1]["seconds"], "fit_peak_gib": _gib(peak)}
+    return {"fit_images_per_s": size.fit_steps * size.batch / history[-1]["seconds"], "fit_peak_gib": _gib(peak)}
 
 
 def bench_sampling(size: BenchSize, device: torch.device) -> dict:
@@ -182,10 +184,35 @@ def bench_metrics(size: BenchSize, device: torch.device) -> dict:
             "loop_peak_gib": _gib(peak_memory(lambda: metrics_loop(*loop_inputs[0]), torch.device("cpu")))}
 
 
+def bench_backbones(size: BenchSize, device: torch.device) -> dict:
+    """One SVI step (forward, backward, Adam) with each backbone, interleaved, with parameters and peak
+    memory; at the size rounded up to a multiple of 32 (the ResNet's stride)."""
+    size = dataclasses.replace(size, image_size=-(-size.image_size // 32) * 32)
+    x, y, mask = _batch(size, device, torch.Generator().manual_seed(0))
+    cases, out = {}, {}
+    for name in ("small", "resnet34"):
+        model, guide, elbo = build(_config(size, backbone=name), device)
+        optimizer = torch.optim.Adam(elbo.parameters(), lr=1e-4)
+
+        def step(elbo=elbo, optimizer=optimizer) -> None:
+            optimizer.zero_grad()
+            (elbo(x, y, mask) / size.batch).backward()
+            optimizer.step()
+
+        cases[name] = step
+        out[f"{name}_parameters_m"] = sum(p.numel() for p in elbo.parameters()) / 1e6
+        out[f"{name}_peak_gib"] = _gib(peak_memory(step, device))
+    for name, values in interleaved(cases, size.repeats, device).items():
+        out[f"{name}_step_s"] = median(values)
+    out["resnet34_slowdown"] = out["resnet34_step_s"] / out["small_step_s"]
+    return out
+
+
 def run(size: BenchSize, device: torch.device, progress: Callable[[str], None] = lambda _: None) -> dict:
     """All cases at ``size`` on ``device``: a JSON-ready dict with the settings and per-case results."""
     result = {"device": str(device), "threads": torch.get_num_threads(), "size": dataclasses.asdict(size)}
-    for name, case in (("training", bench_training), ("sampling", bench_sampling), ("metrics", bench_metrics)):
+    for name, case in (("training", bench_training), ("sampling", bench_sampling), ("metrics", bench_metrics),
+                       ("backbones", bench_backbones)):
         progress(name)
         result[name] = case(size, device)
     result["targets"] = [{"metric": ".".join(path), "target": f"{op} {bound}", "value": result[path[0]][path[1]],
@@ -205,7 +232,7 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
 
 def report(result: dict) -> str:
     """The human-readable summary of :func:`run`'s result: medians, ratios, targets."""
-    size, t, s, m = result["size"], result["training"], result["sampling"], result["metrics"]
+    size, t, s, m, b = result["size"], result["training"], result["sampling"], result["metrics"], result["backbones"]
     memory = "GPU tensor" if result["device"].startswith("cuda") else "process RSS"
     lines = [
         f"proseg-pyro bench on {result['device']} ({result['threads']} threads): {size['image_size']}x"
@@ -232,6 +259,10 @@ def report(result: dict) -> str:
         f"  (agree to {m['max_difference']:.1e})",
         f"              peak batched ({size['metric_chunk']} images) {_fmt(m['batched_peak_gib'], ' GiB')}  loop "
         f"{_fmt(m['loop_peak_gib'], ' GiB')}",
+        f"backbones     SVI step small U-Net {_fmt(b['small_step_s'], ' s', 3)} ({_fmt(b['small_parameters_m'], ' M')}"
+        f" parameters, peak {_fmt(b['small_peak_gib'], ' GiB')})  ResNet-34 U-Net {_fmt(b['resnet34_step_s'], ' s', 3)}"
+        f" ({_fmt(b['resnet34_parameters_m'], ' M')}, peak {_fmt(b['resnet34_peak_gib'], ' GiB')}):"
+        f" {_fmt(b['resnet34_slowdown'], 'x', 1)} slower",
     ]
     if "amp_step_s" in t:
         lines.insert(3, f"              bfloat16 autocast {_fmt(t['amp_step_s'], ' s', 3)}"

@@ -8,6 +8,7 @@ import click
 
 from proseg_pyro.benchmarks.size import BenchSize
 from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.outputs import prepare_outputs
 
 from .main import cli
 
@@ -33,13 +34,15 @@ _PAPER = BenchSize()
 @click.option("--fit-images", type=click.IntRange(min=2), default=_PAPER.fit_images, show_default=True,
               help="Training set of the timed fit run.")
 @click.option("--amp", is_flag=True, help="Also time the SVI step under bfloat16 autocast.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def bench(device, json_path, repeats, image_size, batch, raters, samples, prior_samples, metric_images, fit_images,
-          amp):
+          amp, force):
     """Time the SVI step against a hand-written loss, vectorised sampling and batched metrics against
     loops, with peak memory; print medians, ratios and the targets they are held to."""
     from proseg_pyro.benchmarks.suite import report, run
     from proseg_pyro.device import resolve_device
 
+    prepare_outputs([json_path], force)
     device = resolve_device(device)
     size = BenchSize(image_size=image_size, batch=batch, raters=raters, samples=samples, prior_samples=prior_samples,
                      metric_images=metric_images, metric_samples=samples, metric_chunk=min(_PAPER.metric_chunk,

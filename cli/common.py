@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from proseg_pyro.config import ProSegConfig, preset
-from proseg_pyro.errors import DataError, ProSegError
+from proseg_pyro.errors import DataError
+
+SEED = click.IntRange(0, 2 ** 32 - 1)  # the range every random generator seeded from it accepts
 
 if TYPE_CHECKING:
     from proseg_pyro.data.slices import SliceSet
@@ -27,17 +29,24 @@ def data_options(function: Callable) -> Callable:
                      help="LIDC pickle: keep rater slots (real raters) instead of ranking by area."),
         click.option("--fold", type=click.IntRange(0, 3), default=0, show_default=True,
                      help="LIDC pickle: which of the 4 subject folds is the test split."),
+        click.option("--allow-outside-paths", is_flag=True,
+                     help="Manifest: also read files outside the manifest's folder (absolute, '..' or symlinks out)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder of the preprocessed-slice cache [default: $XDG_CACHE_HOME/proseg-pyro or "
+                          "~/.cache/proseg-pyro]."),
+        click.option("--no-cache", is_flag=True, help="Read the data afresh; neither read nor write the cache."),
     ]
     for option in reversed(options):
         function = option(function)
 
     @functools.wraps(function)
-    def wrapper(*args, manifest, lidc, npc, keep_raters, fold, **kwargs):
+    def wrapper(*args, manifest, lidc, npc, keep_raters, fold, allow_outside_paths, cache_dir, no_cache, **kwargs):
         given = [source for source in (manifest, lidc, npc) if source is not None]
         if len(given) > 1:
             raise click.UsageError("give at most one of --data, --lidc, --npc")
         kwargs["source"] = {"path": given[0] if given else "synthetic",
-                            "rank_raters": "keep" if keep_raters else "area", "fold": fold}
+                            "rank_raters": "keep" if keep_raters else "area", "fold": fold,
+                            "allow_outside_paths": allow_outside_paths, "cache": not no_cache, "cache_dir": cache_dir}
         return function(*args, **kwargs)
 
     return wrapper
@@ -50,7 +59,7 @@ def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
 
     if config.spacing is not None:
         return config
-    spacing = dataset_spacing(source["path"], source["rank_raters"], source["fold"])
+    spacing = dataset_spacing(source["path"], source["rank_raters"], source["fold"], source["allow_outside_paths"])
     return config if spacing is None else config.replace(spacing=[round(value, 6) for value in spacing])
 
 
@@ -60,24 +69,30 @@ def load_source(source: dict, config: ProSegConfig, split: str | None = None, wh
     from proseg_pyro.data import load_dataset
 
     slices = load_dataset(source["path"], split=None, config=config, rank_raters=source["rank_raters"],
-                          fold=source["fold"], seed=config.seed, whole=whole)
+                          fold=source["fold"], seed=config.seed, cache=source["cache"], cache_dir=source["cache_dir"],
+                          allow_outside_paths=source["allow_outside_paths"], whole=whole)
     return slices if split is None else nonempty_split(slices, split, source)
 
 
 def nonempty_split(slices: SliceSet, split: str, source: dict) -> SliceSet:
-    """The slices of ``split``; an empty split is an error naming the data source."""
+    """The slices of ``split``; a split that is empty or holds no annotation is an error naming the
+    data source (training on it would report a loss of nothing, scoring it would average nothing)."""
     chosen = slices.split(split)
     if len(chosen) == 0:
         raise DataError(source["path"], f"the {split!r} split is empty")
+    if not chosen.mask.any():
+        raise DataError(source["path"], f"the {split!r} split holds no annotation")
     return chosen
 
 
-def check_fits(slices: SliceSet, config: ProSegConfig, source: dict, checkpoint: Path) -> None:
-    """Stop unless the data has the raters, image channels and classes ``checkpoint`` was trained on."""
-    found = {"raters": list(slices.raters) if config.rater_names else len(slices.raters),
-             "image channels": slices.images.shape[1], "classes": len(slices.classes)}
-    trained = {"raters": config.rater_names or config.num_raters, "image channels": config.in_channels,
-               "classes": config.num_classes}
+def check_fits(slices: SliceSet, config: ProSegConfig, source: dict, checkpoint: Path, raters: bool = True) -> None:
+    """Stop unless the data has the image channels and classes ``checkpoint`` was trained on, and
+    (with ``raters``) its raters."""
+    found = {"image channels": slices.images.shape[1], "classes": len(slices.classes)}
+    trained = {"image channels": config.in_channels, "classes": config.num_classes}
+    if raters:
+        found["raters"] = list(slices.raters) if config.rater_names else len(slices.raters)
+        trained["raters"] = config.rater_names or config.num_raters
     for what, value in found.items():
         if value != trained[what]:
             raise DataError(source["path"], f"{what} {value} do not match {checkpoint.name}'s {trained[what]}")
@@ -89,10 +104,3 @@ def read_config(path: Path | None, preset_name: str, **overrides) -> ProSegConfi
     if path is not None:
         config = ProSegConfig.from_json(path, base=config)
     return config.replace(**{key: value for key, value in overrides.items() if value is not None})
-
-
-def refuse_overwrite(paths, force: bool) -> None:
-    """Stop before any work if an output exists and ``--force`` was not given."""
-    for path in paths:
-        if path is not None and Path(path).exists() and not force:
-            raise ProSegError(f"{path}: already exists (use --force to overwrite)")

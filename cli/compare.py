@@ -5,11 +5,26 @@ from pathlib import Path
 
 import click
 
+from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
+from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import data_options, load_source, read_config
+from .common import SEED, data_options, load_source, read_config
 from .main import cli
 from .train import config_for_data
+
+
+def _numbers(text: str | None, kind: type, option: str) -> list | None:
+    """A comma-separated list of positive numbers (seeds may be 0), or None when not given."""
+    if text is None:
+        return None
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if not values or any(not value >= 0 or value != value for value in values) or (kind is float and 0 in values):
+        raise click.BadParameter(f"{text!r}: give non-negative seeds or positive rates", param_hint=option)
+    return values
 
 
 @cli.command()
@@ -20,7 +35,10 @@ from .train import config_for_data
               help="JSON file of hyperparameters shared by every method.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
               help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs per method (default: the config's).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps per method  [default: the config's]")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Instead of --steps: passes over the training images per method, converted to steps  "
+                   "[default: the config's, none]")
 @click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
 @click.option("--images", type=click.IntRange(min=20), help="Built-in set only: number of images [default: 240].")
@@ -28,18 +46,34 @@ from .train import config_for_data
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]),
               help="How IoU, Dice and Dice max treat empty masks: the paper's, or the released D-Persona code's.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of training and sampling.")
-@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/.")
-def compare(source, methods, config_path, out, epochs, image_size, batch_size, images, samples, convention, device,
-            seed, force):
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of training and sampling.")
+@click.option("--seeds", callback=lambda ctx, param, value: _numbers(value, int, "--seeds"),
+              help="Comma-separated training seeds per method, e.g. 0,1,2 (mean +- sd)  [default: --seed]")
+@click.option("--lr-grid", callback=lambda ctx, param, value: _numbers(value, float, "--lr-grid"),
+              help="Comma-separated learning rates, e.g. 3e-4,1e-3,3e-3: each method takes the one with the best "
+                   "validation Dice  [default: the config's lr]")
+@click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
+                                           "and replace existing tables.")
+def compare(source, methods, config_path, out, steps, epochs, image_size, batch_size, images, samples, convention,
+            device, seed, seeds, lr_grid, force):
     """Train every method on the train split, score all on the test split, and write the comparison tables."""
-    from proseg_pyro.compare import builtin_set, compare as run_compare, parse_methods
+    from proseg_pyro.compare import parse_methods
     from proseg_pyro.device import resolve_device
 
     names = parse_methods(methods)
     device = resolve_device(device)
-    config = read_config(config_path, "default", epochs=epochs, image_size=image_size, batch_size=batch_size,
-                         seed=seed)
+    tables = [out / "comparison.md", out / "comparison.json"]
+    prepare_outputs(tables, force)
+    with folder_lock(out):
+        config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size,
+                             batch_size=batch_size, seed=seed)
+        _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid)
+
+
+def _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid) -> None:
+    """Load the data, train or reuse each method's run, and write the tables."""
+    from proseg_pyro.compare import builtin_set, compare as run_compare
+
     if source["path"] == "synthetic":
         slices, truth = builtin_set(images or 240, config)
     elif images is not None:
@@ -49,9 +83,9 @@ def compare(source, methods, config_path, out, epochs, image_size, batch_size, i
     config = config_for_data(config, slices)
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")
-    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo)
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "comparison.json")
-    (out / "comparison.md").write_text(result.markdown())
+    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo,
+                         seeds=seeds, lr_grid=lr_grid)
+    result.to_json(tables[1])
+    atomic_write_text(tables[0], result.markdown())
     click.echo(result.markdown())
     click.echo(f"wrote {out}/comparison.md and {out}/comparison.json")

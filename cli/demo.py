@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import click
 
+from proseg_pyro.outputs import folder_lock, prepare_outputs, prepare_run
+
+from .common import SEED
 from .main import cli
 
 if TYPE_CHECKING:
@@ -31,12 +33,25 @@ def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
               help="Images of the built-in set.")
 @click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=16),
               help="Height and width of the built-in set's images.")
-@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=1), help="Most training epochs.")
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Optimiser steps of the training run.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per test image.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the set, training and sampling.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the set, training and sampling.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def demo(out, images, image_size, epochs, samples, seed, device):
+@click.option("--force", is_flag=True, help="Replace an earlier demo's outputs in OUT.")
+def demo(out, images, image_size, steps, samples, seed, device, force):
     """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
+    from proseg_pyro.device import resolve_device
+
+    device = resolve_device(device)
+    prepare_outputs([out / "data" / "manifest.json", out / "evaluation.json"], force)
+    with folder_lock(out / "model"):
+        prepare_run(out / "model", force, resume=False)
+        _demo(out, images, image_size, steps, samples, seed, device)
+
+
+def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device) -> None:
+    """The demo's steps, once its outputs are settled."""
     import numpy as np
 
     from proseg_pyro import metrics
@@ -45,14 +60,12 @@ def demo(out, images, image_size, epochs, samples, seed, device):
     from proseg_pyro.data import load_dataset
     from proseg_pyro.data.export import write_manifest_dataset
     from proseg_pyro.data.synthetic import make_synthetic
-    from proseg_pyro.device import resolve_device
     from proseg_pyro.evaluate import evaluate, oracle_predictions, score
     from proseg_pyro.train import fit
 
-    device = resolve_device(device)
     slices, truth = make_synthetic(images, image_size, seed)
     manifest = write_manifest_dataset(slices, out / "data")
-    config = ProSegConfig(image_size=image_size, epochs=epochs, seed=seed, num_raters=len(slices.raters),
+    config = ProSegConfig(image_size=image_size, steps=steps, seed=seed, num_raters=len(slices.raters),
                           rater_names=list(slices.raters))
     reloaded = load_dataset(manifest, config=config)
     if not (np.array_equal(reloaded.annotations, slices.annotations) and np.allclose(reloaded.images, slices.images,
@@ -67,9 +80,9 @@ def demo(out, images, image_size, epochs, samples, seed, device):
         click.echo(f"\nQUBIQ brain growth ({len(qubiq)} slices, {len(qubiq.raters)} real raters), expert distances:")
         click.echo(format_matrix(metrics.expert_distance_matrix(qubiq.annotations, qubiq.mask), qubiq.raters))
 
-    click.echo(f"\ntraining ProSeg for up to {epochs} epochs on {device} ...")
+    click.echo(f"\ntraining ProSeg for up to {steps} steps on {device} ...")
     result = fit(config, slices.split("train"), slices.split("val"), out / "model", device=device)
-    click.echo(f"best epoch {result.best_epoch}, {sum(row['seconds'] for row in result.history):.0f} s")
+    click.echo(f"best step {result.best_step}, {sum(row['seconds'] for row in result.history):.0f} s")
     model, guide, _ = load_checkpoint(out / "model" / "best.pt", device)
     test = slices.split("test")
     evaluation = evaluate(model, guide, test, samples, device=device, seed=seed)

@@ -6,8 +6,9 @@ from pathlib import Path
 import click
 
 from proseg_pyro.errors import ProSegError
+from proseg_pyro.outputs import prepare_outputs
 
-from .common import data_options, load_source, refuse_overwrite
+from .common import SEED, check_fits, data_options, load_source
 from .main import cli
 
 
@@ -22,14 +23,14 @@ from .main import cli
 @click.option("--images", type=click.IntRange(min=1),
               help="Use only the first N images the rater annotated  [default: all]")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Adam steps.")
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, max=10, min_open=True),
               help="Adam learning rate.")
 @click.option("--particles", default=8, show_default=True, type=click.IntRange(min=1),
               help="Monte Carlo samples of the ELBO per step.")
 @click.option("--offset-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Prior scale of the new rater's style offset; 0 fits its q(tau | r) alone.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the fit.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the fit.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, offset_scale, device, seed, force):
     """Add rater NAME to CHECKPOINT from its annotations in the data: only the rater's q(tau | r) and
@@ -42,12 +43,13 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     from proseg_pyro.enrol import enrol as run_enrolment
     from proseg_pyro.enrol import rater_names, style_dice
 
-    refuse_overwrite([out], force)
+    prepare_outputs([out], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     if name in rater_names(config):
         raise ProSegError(f"rater {name!r} is already known to {checkpoint}")
     slices = load_source(source, config, split)
+    check_fits(slices, config, source, checkpoint, raters=False)
     if name not in slices.raters:
         raise ProSegError(f"{source['path']}: no rater {name!r} in the data (raters: {', '.join(slices.raters)})")
     slot = slices.raters.index(name)
@@ -60,11 +62,12 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     click.echo(f"enrolling {name!r} from {len(chosen)} image(s) of the {split!r} split ({steps} steps on {device})")
     result = run_enrolment(model, guide, x, y, name, steps, lr, particles, seed, offset_scale, progress=True)
     content = read_checkpoint(checkpoint, device)
-    enrolled = {**content["metrics"].get("enrolled", {}), name: {
+    metrics = content.get("metrics") if isinstance(content.get("metrics"), dict) else {}
+    enrolled = {**metrics.get("enrolled", {}), name: {
         "images": len(chosen), "steps": steps, "offset_scale": offset_scale, "final_loss": result.losses[-1]}}
     save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=result.model.state_dict(),
-                    guide=result.guide.state_dict(), epoch=content["epoch"],
-                    metrics={**content["metrics"], "enrolled": enrolled})
+                    guide=result.guide.state_dict(), step=content.get("step"),
+                    metrics={**metrics, "enrolled": enrolled})
     names = rater_names(result.config)
     torch.manual_seed(seed)
     dice = style_dice(result.model, result.guide, x, y, list(range(len(names))))

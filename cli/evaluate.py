@@ -6,8 +6,10 @@ from pathlib import Path
 import click
 
 from proseg_pyro.errors import ProSegError
+from proseg_pyro.limits import require_prediction_memory
+from proseg_pyro.outputs import prepare_outputs
 
-from .common import check_fits, data_options, load_source, refuse_overwrite
+from .common import SEED, check_fits, data_options, load_source
 from .main import cli
 
 
@@ -24,7 +26,7 @@ from .main import cli
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the results as JSON, with one row per case (per slice with --per-slice).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sampling.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def evaluate(checkpoint, source, split, samples, convention, per_slice, json_path, device, seed, force):
     """Sample CHECKPOINT on a split, every slice whole, and print GED, D_soft, D_max, D_match and
@@ -33,7 +35,7 @@ def evaluate(checkpoint, source, split, samples, convention, per_slice, json_pat
     from proseg_pyro.device import resolve_device
     from proseg_pyro.evaluate import evaluate as run_evaluation
 
-    refuse_overwrite([json_path], force)
+    prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
     if samples < config.num_raters:
@@ -41,6 +43,8 @@ def evaluate(checkpoint, source, split, samples, convention, per_slice, json_pat
                           "raters, so it needs at least that many")
     slices = load_source(source, config, split, whole=True)
     check_fits(slices, config, source, checkpoint)
+    require_prediction_memory(samples, len(slices), config.num_raters, config.num_classes,
+                              slices.images.shape[-2] * slices.images.shape[-1], "--samples")
     result = run_evaluation(model, guide, slices, samples, convention, device, seed,
                             per="slice" if per_slice else "case", progress=True)
     click.echo(result.markdown())

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import click
 
+from proseg_pyro.limits import require_prediction_memory
 from proseg_pyro.names import EMBEDDINGS
+from proseg_pyro.outputs import prepare_outputs
 
-from .common import data_options, load_source, refuse_overwrite
+from .common import SEED, check_fits, data_options, load_source
 from .main import cli
 
 
@@ -27,22 +29,23 @@ from .main import cli
 @click.option("--embedding", default="pca", show_default=True, type=click.Choice(EMBEDDINGS),
               help="2D embedding of the tau samples.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sampling.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite existing PNGs.")
 def figures(checkpoint, source, out_dir, split, num_images, samples, grid_samples, embedding, device, seed, force):
     """Write samples.png (image, annotations, styles, prior samples), distances.png (distance between
-    two random experts, annotations vs model) and tau_<embedding>.png (q(tau | r) per rater) for a split."""
+    two random experts, annotations vs model), styles.png (the experts' distance matrix beside that of
+    the predictions in their styles) and tau_<embedding>.png (q(tau | r) per rater) for a split."""
     from proseg_pyro.checkpoint import load_checkpoint
     from proseg_pyro.device import resolve_device
     from proseg_pyro.figures import figure_paths, make_figures
 
-    refuse_overwrite(figure_paths(out_dir, embedding).values(), force)
+    prepare_outputs(figure_paths(out_dir, embedding).values(), force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     slices = load_source(source, config, split)
-    if slices.images.shape[1] != config.in_channels:
-        raise click.UsageError(f"{source['path']}: {slices.images.shape[1]} channels, the checkpoint expects "
-                               f"{config.in_channels}")
+    check_fits(slices, config, source, checkpoint)
+    require_prediction_memory(samples, len(slices), config.num_raters, config.num_classes,
+                              config.image_size ** 2, "--samples")
     paths = make_figures(model, guide, slices, out_dir, num_images, samples, min(grid_samples, samples),
                          embedding=embedding, device=device, seed=seed, progress=True)
     for name, path in paths.items():

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from proseg_pyro.io_utils import atomic_write_text
+from proseg_pyro.outputs import prepare_outputs
 
-from .common import refuse_overwrite
+from .common import SEED
 from .main import cli
 
 
@@ -22,7 +23,7 @@ from .main import cli
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the Monte Carlo samples.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the Monte Carlo samples.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def identify(checkpoint, images, annotation, samples, json_path, device, seed, force):
     """Posterior over the raters CHECKPOINT knows of having drawn ANNOTATION (uniform prior; the
@@ -37,7 +38,7 @@ def identify(checkpoint, images, annotation, samples, json_path, device, seed, f
     from proseg_pyro.identify import log_evidence, posterior
     from proseg_pyro.volume import prepare_scan, read_annotation, read_scan
 
-    refuse_overwrite([json_path], force)
+    prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     scan = read_scan(images, config.in_channels)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .common import SEED
 from .main import cli
 
 
@@ -39,7 +40,7 @@ def echo_volumes(styles: dict) -> None:
 @click.option("--prior", is_flag=True, help="Draw diverse samples from the prior instead, and write every sample.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed, set before each case.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, set before each case.")
 @click.option("--force", is_flag=True, help="Redo cases that already have a result (default: skip them).")
 def predict(checkpoint, in_dir, out_dir, raters, prior, samples, device, seed, force):
     """Segment every scan in INPUT with CHECKPOINT: OUTPUT/CASE/ holds each style's mask,

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
-from .common import refuse_overwrite
+from proseg_pyro.outputs import prepare_outputs
+
+from .common import SEED
 from .main import cli
 
 
@@ -20,7 +22,7 @@ from .main import cli
 @click.option("--prior", is_flag=True, help="Draw diverse samples from the prior instead, and write every sample.")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sampling.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, force):
     """Segment a scan slice by slice with CHECKPOINT, every pixel of it: per rater (or for the prior)
@@ -39,7 +41,7 @@ def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, fo
     model, guide, config = load_checkpoint(checkpoint, device)
     request = request_for(config, checkpoint, raters, prior, samples, seed)
     outputs = [path for style in request.files(config, out_dir) for path in style.values()]
-    refuse_overwrite([out_dir / SUMMARY, *outputs], force)
+    prepare_outputs([out_dir / SUMMARY, *outputs], force)
     summary = segment_to_folder(model, guide, list(images), out_dir, request, device, progress=True,
                                 warn=lambda note: click.echo(f"Warning: {images[0]}: {note}", err=True))
     size = summary["geometry"]["size"]

@@ -6,7 +6,9 @@ from pathlib import Path
 import click
 
 from proseg_pyro.config import ProSegConfig
+from proseg_pyro.outputs import prepare_outputs
 
+from .common import SEED
 from .main import cli
 
 
@@ -17,12 +19,15 @@ from .main import cli
               help="Number of images.")
 @click.option("--image-size", default=ProSegConfig().image_size, show_default=True, type=click.IntRange(min=16),
               help="Height and width in pixels.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same set).")
-def synth(out_dir: Path, num_images: int, image_size: int, seed: int) -> None:
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Random seed (same seed, same set).")
+@click.option("--force", is_flag=True, help="Replace a dataset already in OUT.")
+def synth(out_dir: Path, num_images: int, image_size: int, seed: int, force: bool) -> None:
     """Write the built-in synthetic multi-rater set as NIfTI files plus manifest.json."""
     from proseg_pyro.data.export import write_manifest_dataset
     from proseg_pyro.data.synthetic import make_synthetic
 
+    prepare_outputs([out_dir / "manifest.json"], force)
     slices, _ = make_synthetic(num_images, image_size, seed)
     manifest = write_manifest_dataset(slices, out_dir)
     click.echo(f"Wrote {len(slices)} images x {len(slices.raters)} raters ({', '.join(slices.raters)}): {manifest}")

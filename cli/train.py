@@ -1,15 +1,16 @@
 """``proseg-pyro train``: fit ProSeg by SVI on a dataset (the built-in set when none is given)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import click
 
 from proseg_pyro.names import TRAINABLE
+from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import data_options, load_source, nonempty_split, read_config, with_training_spacing
+from .common import SEED, data_options, load_source, nonempty_split, read_config, with_training_spacing
 from .main import cli
 
 if TYPE_CHECKING:
@@ -40,12 +41,12 @@ def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: 
 
 
 def _best(out: Path) -> TrainResult:
-    """The best epoch of the run in ``out``, read from its last checkpoint."""
+    """The best validation of the run in ``out``, read from its last checkpoint."""
     from proseg_pyro.checkpoint import read_checkpoint
     from proseg_pyro.train import TrainResult
 
     state = read_checkpoint(out / "last.pt")
-    return TrainResult(out, state["history"], state["best_epoch"], state["best_val_loss"])
+    return TrainResult(out, state["history"], state["best_step"], state["best_score"])
 
 
 @cli.command()
@@ -56,13 +57,17 @@ def _best(out: Path) -> TrainResult:
               help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
               help="Folder for the checkpoints, config.json and log.csv.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Most training epochs  [default: the config's]")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps  [default: the config's]")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Instead of --steps: this many passes over the training images, converted to steps  "
+                   "[default: the config's, none]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
 @click.option("--lr", type=float, help="Adam learning rate  [default: the config's]")
 @click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--seed", type=int, help="Random seed  [default: the config's]")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--seed", type=SEED, help="Random seed  [default: the config's]")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (which must exist).")
+@click.option("--force", is_flag=True, help="Replace a run already in OUT.")
 @click.option("--method", type=click.Choice(TRAINABLE),
               help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
                    "training: `compare` evaluates them)  [default: the config's, proseg]")
@@ -71,19 +76,32 @@ def _best(out: Path) -> TrainResult:
                    "each process is a rank; otherwise --nproc local processes are started.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Processes for --ddp outside torchrun (default: the GPUs with --device cuda, else 2).")
-def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_size, device, seed, resume, method,
-          ddp, nproc):
-    """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv."""
-    import torch
-
+def train(source, config_path, preset_name, out, steps, epochs, batch_size, lr, image_size, device, seed, resume,
+          force, method, ddp, nproc):
+    """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv
+    (an earlier run in OUT is continued with --resume or replaced with --force, never silently)."""
     from proseg_pyro import distributed
     from proseg_pyro.device import resolve_device
-    from proseg_pyro.train import fit
 
     device = resolve_device(device)
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
-    config = read_config(config_path, preset_name, epochs=epochs, batch_size=batch_size, lr=lr,
+    config = read_config(config_path, preset_name, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
+    with contextlib.ExitStack() as stack:
+        if main_rank:  # one writer per run folder; the other ranks of a process group write nothing
+            stack.enter_context(folder_lock(out))
+            prepare_run(out, force, resume)
+        _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank)
+
+
+def _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank) -> None:
+    """Load the data (at the training spacing) and train (in this process, as a torchrun rank, or on
+    spawned ranks)."""
+    import torch
+
+    from proseg_pyro import distributed
+    from proseg_pyro.train import fit
+
     config = with_training_spacing(source, config)
     slices = load_source(source, config)
     config = config_for_data(config, slices)
@@ -101,5 +119,7 @@ def train(source, config_path, preset_name, out, epochs, batch_size, lr, image_s
     else:
         result = fit(config, train_set, val_set, out, device=device, resume=resume)
     if main_rank:
-        click.echo(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.2f}); "
-                   f"wrote {out}/best.pt")
+        click.echo(f"best step {result.best_step} (validation Dice {result.best_score:.3f}); wrote {out}/best.pt")
+        if result.predicts_nothing:
+            click.echo("warning: the best model predicts no foreground on any validation image; train longer, "
+                       "raise dice_weight or check the labels", err=True)

@@ -5,7 +5,7 @@ Trains a small ProSeg on the built-in set (or loads ``--checkpoint``), then draw
 test images, all samples in one vectorised pass, and prints each rater's mean predicted area next
 to the area of that rater's real annotations.
 
-    python examples/posterior_predictive.py --epochs 30 --image-size 32
+    python examples/posterior_predictive.py --steps 400 --image-size 32
     python examples/posterior_predictive.py --checkpoint runs/demo/model/best.pt
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--checkpoint", help="a trained checkpoint; default: train a small model first")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=160)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--width", type=int, default=16, help="U-Net base channels when training")
     args = parser.parse_args(argv)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         slices, _ = make_synthetic(args.images, config.image_size, seed=config.seed)
     else:
         slices, _ = make_synthetic(args.images, args.image_size, seed=0)
-        config = ProSegConfig(image_size=args.image_size, epochs=args.epochs, base_channels=args.width,
+        config = ProSegConfig(image_size=args.image_size, steps=args.steps, base_channels=args.width,
                               depth=2 if args.image_size < 32 else 3, num_raters=len(slices.raters))
         with tempfile.TemporaryDirectory() as out:
             fit(config, slices.split("train"), slices.split("val"), out, progress=False)

@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pickle", help="brain_growth_alpha.zip (or .pkl)")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=ProSegConfig.steps)
     parser.add_argument("--holdout", type=int, default=8)
     parser.add_argument("--validation", type=int, default=3)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    base = ProSegConfig(image_size=args.image_size, resize="resize", epochs=args.epochs, seed=args.seed,
-                        patience=args.epochs, batch_size=8)
+    base = ProSegConfig(image_size=args.image_size, resize="resize", steps=args.steps, seed=args.seed,
+                        batch_size=8)
     slices = holdout_splits(load_dataset(args.pickle, config=base, rank_raters="keep"),
                             args.holdout, args.validation, args.seed)
     base = base.replace(num_raters=len(slices.raters), rater_names=list(slices.raters))

@@ -7,7 +7,7 @@ Three variants of the same model, each trained and evaluated the same way:
 * ``sparse_dirichlet``: tau ~ Dirichlet(0.3), written as a subclass overriding one method and
   registered as a new method, which is how any other prior or likelihood is tried.
 
-    python examples/swap_prior.py --epochs 30 --image-size 32
+    python examples/swap_prior.py --steps 400 --image-size 32
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=160)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--width", type=int, default=16, help="U-Net base channels")
     args = parser.parse_args(argv)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     slices, _ = make_synthetic(args.images, args.image_size, seed=0)
     rows = {}
     for name, change in VARIANTS.items():
-        config = ProSegConfig(image_size=args.image_size, epochs=args.epochs, base_channels=args.width,
+        config = ProSegConfig(image_size=args.image_size, steps=args.steps, base_channels=args.width,
                               depth=2 if args.image_size < 32 else 3, num_raters=len(slices.raters), **change)
         with tempfile.TemporaryDirectory() as out:
             fit(config, slices.split("train"), slices.split("val"), out, progress=False)

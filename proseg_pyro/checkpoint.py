@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from .config import ProSegConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .io_utils import atomic_path
+from .limits import check_archive_size, require_regular_file
 
 FORMAT = "proseg-pyro/1"
 
@@ -22,10 +23,17 @@ def save_checkpoint(path: str | os.PathLike, **content: Any) -> None:
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict at ``path``, loaded with ``weights_only=True`` and checked for its format."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CheckpointError(path, "checkpoint file not found")
     try:
+        require_regular_file(path)
+    except DataError as err:
+        raise CheckpointError(path, err.problem) from None
+    check_archive_size(path, CheckpointError)
+    try:
         content = torch.load(path, map_location=device, weights_only=True)
+    except (MemoryError, RecursionError):
+        raise CheckpointError(path, "not a loadable checkpoint (too large or too deeply nested)") from None
     except Exception as err:  # weights_only runs no code: any failure means damaged or foreign bytes
         raise CheckpointError(path, f"not a loadable checkpoint ({_load_failure(err)})") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
@@ -38,12 +46,15 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def _load_failure(err: Exception) -> str:
-    """Why ``torch.load`` failed, in one line, without torch's advice to load the file unsafely."""
+    """Why ``torch.load`` failed, in one line: the type it refused when there is one, and never
+    torch's advice to load the file unsafely."""
     text = str(err).strip()
-    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+    refused = re.search(r"GLOBAL\s+(\S+)", text)
     if refused:
-        return refused.group(1)
-    return text.splitlines()[0] if text else type(err).__name__
+        return f"refused type {refused.group(1)}: a checkpoint may hold only tensors and plain values"
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+    line = unpickler.group(1) if unpickler else (text.splitlines()[0] if text else type(err).__name__)
+    return "refused by the safe loader" if "weights_only" in line else line
 
 
 def config_of(content: dict[str, Any], path: str | os.PathLike) -> ProSegConfig:
@@ -72,6 +83,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     try:
         model.load_state_dict(content["model"])
         guide.load_state_dict(content["guide"])
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         raise CheckpointError(path, f"weights do not fit the config ({str(err).splitlines()[0]})") from None
+    for part in ("model", "guide"):
+        broken = [name for name, tensor in content[part].items()
+                  if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if broken:
+            raise CheckpointError(path, f"{part} weights {broken[:3]} hold NaN or Inf values")
     return model.to(device).eval(), guide.to(device).eval(), config

@@ -11,7 +11,13 @@ rater model). :class:`Comparison` renders, as Markdown and JSON:
 * Table 9's decomposition GED = 2 d_pa - d_pp - d_aa;
 * the expert distance matrix (1 - IoU between the raters' test annotations) and, per method, how far
   the distances between its personalised predictions are from it;
-* a paired Wilcoxon signed-rank test over test images of ProSeg against every method, per metric.
+* a paired Wilcoxon signed-rank test over test images of ProSeg against every method, per metric,
+  with Holm's correction over the methods.
+
+The race is fair when asked for: every method gets the same step budget, its learning rate is
+picked from ``lr_grid`` by the validation Dice of its first seed (``OUT/METHOD/lr<rate>_seed<s>/``),
+and it is trained with every one of ``seeds``; the tables give the mean and standard deviation over
+the seeds, and flag a method whose personalised predictions are empty on every test image.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ from .errors import ConfigError, ProSegError
 from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score
 from .io_utils import atomic_write_text
 from .names import CONSENSUS_NAMES, TRAINABLE
-from .train import fit
+from .schedule import total_steps
+from .train import TrainResult, fit
 
 REFERENCE = "proseg"
 ALL_METHODS = TRAINABLE + CONSENSUS_NAMES
@@ -71,7 +78,11 @@ class MethodResult:
     ``rows``: ``"personalised"``/``"prior"`` -> the summary row of :func:`proseg_pyro.evaluate.score`;
     ``per_image``: the same two rows -> metric -> (N,) values (for the paired tests);
     ``prediction_distances``: (R, R) mean 1 - IoU between its personalised predictions for two raters;
-    ``train_seconds``: training time (None for methods without training).
+    ``train_seconds``: training time, summed over seeds (None for methods without training);
+    ``empty_share``: share of test images on which every personalised prediction is empty.
+    Over several seeds every value is the mean over seeds (per image for ``per_image``), ``spread``
+    holds the standard deviation of each row's metrics over seeds, ``lr`` the learning rate used and
+    ``lr_scores`` the validation Dice that each rate of the grid reached.
     """
 
     kind: str  # "trained", "consensus" or "oracle"
@@ -79,13 +90,19 @@ class MethodResult:
     per_image: dict[str, dict[str, list[float]]]
     prediction_distances: list[list[float]]
     train_seconds: float | None = None
+    empty_share: float = 0.0
+    seeds: list[int] = field(default_factory=list)
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    lr: float | None = None
+    lr_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Comparison:
     """Every method's results, the experts' distance matrix and the paired tests against ProSeg.
 
-    ``tests[method][row][metric]`` = ``{"difference": mean of ProSeg - method, "p": p-value, "images": n}``.
+    ``tests[method][row][metric]`` = ``{"difference": mean of ProSeg - method, "p": p-value, "p_holm":
+    Holm-adjusted over the methods, "images": n}``.
     """
 
     raters: list[str]
@@ -102,29 +119,36 @@ class Comparison:
 
     def markdown(self) -> str:
         s = self.settings
+        seeds = ", ".join(str(seed) for seed in s["seeds"])
         parts = [f"# Comparison on {s['data']}: test split, {s['images']} images, {s['samples']} samples",
-                 f"Image size {s['image_size']}, up to {s['epochs']} epochs per method, seed {s['seed']}, "
-                 f"metric convention '{s['convention']}'. GED: lower is better; Dice scores: higher is better.",
+                 f"Image size {s['image_size']}, up to {s['steps']} optimiser steps per method, seeds {seeds} "
+                 f"(mean +- sd over seeds), learning rates {s['lr_grid'] or 'of the config'}, metric convention "
+                 f"'{s['convention']}'. GED: lower is better; Dice scores: higher is better. `empty`: share of test "
+                 "images whose personalised predictions are all empty (1.00: the method predicts nothing).",
                  "## Table 1/3: diversity (GED, D_soft, D_max, D_match) and personalisation (D_Ai)",
                  self._table_main(), self._notes(),
                  "## Table 9: GED = 2 d_pa - d_pp - d_aa", self._table_ged(),
                  "## Expert distance matrix (1 - IoU between raters' test annotations)", self._table_experts()]
         if self.tests:
             parts += [f"## Paired Wilcoxon signed-rank tests over test images: {REFERENCE} vs each method",
-                      "Each cell: mean over images of (ProSeg - method), p-value (two-sided). For GED a negative "
-                      "difference favours ProSeg, for the Dice scores a positive one; * marks p < 0.05.",
+                      "Each cell: mean over images (and seeds) of (ProSeg - method), p-value (two-sided, Holm-adjusted "
+                      "over the methods). For GED a negative difference favours ProSeg, for the Dice scores a "
+                      "positive one; * marks an adjusted p < 0.05.",
                       *[self._table_tests(row) for row in ROWS]]
         return "\n\n".join(part for part in parts if part) + "\n"
 
     # --- tables ------------------------------------------------------------------------------------
     def _table_main(self) -> str:
-        names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean", "train s"]
+        names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean", "empty", "lr", "train s"]
         lines = _header(["method", "row", *names])
         for method, result in self.results.items():
             for row_name, row in result.rows.items():
-                values = [row[c] for c in COLUMNS] + list(row["dice_rater"]) + [row["dice_mean"]]
-                seconds = "" if result.train_seconds is None else f"{result.train_seconds:.0f}"
-                lines.append(_line([method, row_name, *(f"{v:.4f}" for v in values), seconds]))
+                sd = result.spread.get(row_name, {})
+                cells = [_mean_sd(row[c], sd.get(c)) for c in COLUMNS] + [f"{v:.4f}" for v in row["dice_rater"]]
+                cells += [_mean_sd(row["dice_mean"], sd.get("dice_mean")), f"{result.empty_share:.2f}",
+                          "" if result.lr is None else f"{result.lr:g}",
+                          "" if result.train_seconds is None else f"{result.train_seconds:.0f}"]
+                lines.append(_line([method, row_name, *cells]))
         return "\n".join(lines)
 
     def _notes(self) -> str:
@@ -157,10 +181,14 @@ class Comparison:
             cells = []
             for metric in TESTED:
                 test = by_row[row][metric]
-                star = "*" if test["p"] < 0.05 else ""
-                cells.append(f"{test['difference']:+.4f} (p={test['p']:.2g}){star}")
+                star = "*" if test["p_holm"] < 0.05 else ""
+                cells.append(f"{test['difference']:+.4f} (p={test['p_holm']:.2g}){star}")
             lines.append(_line([method, *cells]))
         return "\n".join(lines)
+
+
+def _mean_sd(mean: float, sd: float | None) -> str:
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} +- {sd:.4f}"
 
 
 def _header(names: list[str]) -> list[str]:
@@ -183,7 +211,41 @@ def score_predictions(test: SliceSet, predictions: Predictions, convention: str,
         values["dice_mean"] = np.nanmean(values["dice_rater" if paired else "dice_rater_matched"], axis=1)
         per_image[row] = {metric: values[metric].tolist() for metric in TESTED}
     distances = metrics.expert_distance_matrix(predictions.personalised, None, convention)
-    return MethodResult(kind, rows, per_image, distances.tolist(), train_seconds)
+    empty = float((predictions.personalised.reshape(len(test), -1) <= 0.5).all(1).mean())
+    return MethodResult(kind, rows, per_image, distances.tolist(), train_seconds, empty)
+
+
+def over_seeds(results: list[MethodResult]) -> MethodResult:
+    """One method's results with several seeds as one: means (per image, per matrix entry, per row
+    value) and, per row, the standard deviation over seeds of its scalar metrics."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+    mean = lambda values: np.mean(np.array(values, dtype=float), axis=0).tolist()  # noqa: E731
+    rows, spread = {}, {}
+    for row in first.rows:
+        rows[row] = {key: mean([result.rows[row][key] for result in results]) for key in first.rows[row]}
+        spread[row] = {key: float(np.std([result.rows[row][key] for result in results], ddof=1))
+                       for key in TESTED}
+    per_image = {row: {metric: mean([result.per_image[row][metric] for result in results])
+                       for metric in first.per_image[row]} for row in first.per_image}
+    return MethodResult(first.kind, rows, per_image, mean([result.prediction_distances for result in results]),
+                        sum(result.train_seconds or 0.0 for result in results),
+                        float(np.mean([result.empty_share for result in results])), spread=spread)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (NaN stays NaN): the k-th smallest of m is
+    multiplied by m - k + 1, made non-decreasing in that order, and capped at 1."""
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(values, np.nan)
+    finite = np.flatnonzero(~np.isnan(values))
+    order = finite[np.argsort(values[finite], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
 
 
 def consensus_predictions(name: str, test: SliceSet, num_samples: int) -> Predictions:
@@ -216,23 +278,53 @@ def paired_tests(results: dict[str, MethodResult]) -> dict[str, dict[str, dict[s
     if REFERENCE not in results:
         return {}
     ours = results[REFERENCE].per_image
-    return {name: {row: {metric: paired_test(ours[row][metric], result.per_image[row][metric]) for metric in TESTED}
-                   for row in ROWS}
-            for name, result in results.items() if name != REFERENCE}
+    others = [name for name in results if name != REFERENCE]
+    tests = {name: {row: {metric: paired_test(ours[row][metric], results[name].per_image[row][metric])
+                          for metric in TESTED} for row in ROWS} for name in others}
+    for row in ROWS:
+        for metric in TESTED:
+            adjusted = holm([tests[name][row][metric]["p"] for name in others])
+            for name, p in zip(others, adjusted):
+                tests[name][row][metric]["p_holm"] = p
+    return tests
 
 
 # --- training --------------------------------------------------------------------------------------
 def train_or_reuse(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet, out_dir: Path,
-                   device: torch.device | str = "cpu", force: bool = False, progress: bool = True):
+                   device: torch.device | str = "cpu", force: bool = False, progress: bool = True) -> TrainResult:
     """Train ``config.method`` into ``out_dir``, resuming (or, if finished, reusing) the run there.
+    ``force`` starts afresh instead of continuing the saved run (which
+    :func:`~proseg_pyro.train.fit` refuses to continue with another config)."""
+    return fit(config, train_set, val_set, out_dir, device=device, resume=not force, progress=progress)
 
-    Returns ``(model, guide, seconds)``: the model and guide of ``out_dir/best.pt`` and the training
-    time over all its epochs. ``force`` starts afresh instead of continuing the saved run (which
-    :func:`~proseg_pyro.train.fit` refuses to continue with another config).
-    """
-    result = fit(config, train_set, val_set, out_dir, device=device, resume=not force, progress=progress)
-    model, guide, _ = load_checkpoint(out_dir / "best.pt", device, method=config.method)
-    return model, guide, sum(row["seconds"] for row in result.history)
+
+def _run_dir(out_dir: Path, method: str, lr: float, seed: int, plain: bool) -> Path:
+    """``OUT/METHOD`` for a single run, ``OUT/METHOD/lr<lr>_seed<seed>`` in a race of several."""
+    return out_dir / method if plain else out_dir / method / f"lr{lr:g}_seed{seed}"
+
+
+def race(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet, test: SliceSet, out_dir: Path,
+         num_samples: int, convention: str, seeds: list[int], lr_grid: list[float],
+         device: torch.device | str = "cpu", force: bool = False, progress: bool = True) -> MethodResult:
+    """``config.method`` trained with the rate of ``lr_grid`` whose first-seed run reached the best
+    validation Dice (the config's rate without a grid), then with every seed, scored on ``test``
+    and summarised over the seeds (:func:`over_seeds`)."""
+    plain = not lr_grid and len(seeds) == 1
+    run = lambda lr, seed: train_or_reuse(  # noqa: E731
+        config.replace(lr=lr, seed=seed), train_set, val_set, _run_dir(out_dir, config.method, lr, seed, plain),
+        device, force, progress)
+    scores = {lr: run(lr, seeds[0]).best_score for lr in lr_grid}
+    lr = max(scores, key=scores.get) if scores else config.lr
+    results = []
+    for seed in seeds:
+        trained = run(lr, seed)
+        model, guide, _ = load_checkpoint(trained.out_dir / "best.pt", device, method=config.method)
+        predictions = predict(model, guide, test.images, num_samples, device=device, seed=seed)
+        results.append(score_predictions(test, predictions, convention, "trained",
+                                         sum(row["seconds"] for row in trained.history)))
+    result = over_seeds(results)
+    result.seeds, result.lr, result.lr_scores = list(seeds), lr, {f"{rate:g}": score for rate, score in scores.items()}
+    return result
 
 
 def builtin_set(num_images: int, config: ProSegConfig) -> tuple[SliceSet, SyntheticTruth]:
@@ -243,12 +335,15 @@ def builtin_set(num_images: int, config: ProSegConfig) -> tuple[SliceSet, Synthe
 
 def compare(slices: SliceSet, config: ProSegConfig, methods: list[str], out_dir: str | Path, num_samples: int = 50,
             device: torch.device | str = "cpu", convention: str = "paper", truth: SyntheticTruth | None = None,
-            force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Comparison:
+            force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+            seeds: list[int] | None = None, lr_grid: list[float] | None = None) -> Comparison:
     """Train or reuse ``methods`` on ``slices``' train/val splits and score them all on its test split.
 
-    ``config`` holds the shared hyperparameters (its ``method`` is replaced per method; its seed
-    seeds training and sampling); ``truth`` (the built-in set's) adds the oracle rows.
+    ``config`` holds the shared hyperparameters, the step budget among them (its ``method``, and
+    ``lr`` and ``seed`` where ``lr_grid`` and ``seeds`` are given, are replaced per run; default:
+    the config's seed and rate); ``truth`` (the built-in set's) adds the oracle rows.
     """
+    seeds, lr_grid = list(seeds or [config.seed]), list(lr_grid or [])
     if num_samples < len(slices.raters):
         raise ConfigError(f"samples: D_match pairs every rater with a sample, so {len(slices.raters)} raters need "
                           f"at least {len(slices.raters)} samples, got {num_samples}")
@@ -258,16 +353,15 @@ def compare(slices: SliceSet, config: ProSegConfig, methods: list[str], out_dir:
         raise ProSegError(f"{slices.name or 'dataset'}: compare needs non-empty 'train' and 'test' splits")
     comparison = Comparison(list(slices.raters), {
         "data": slices.name or "dataset", "images": len(test), "samples": num_samples, "convention": convention,
-        "image_size": config.image_size, "epochs": config.epochs, "seed": config.seed, "methods": methods})
+        "image_size": config.image_size, "steps": total_steps(config, len(train_set)), "seeds": seeds,
+        "lr_grid": lr_grid, "methods": methods})
     for name in methods:
         tic = time.perf_counter()
         if name in CONSENSUS:
             result = score_predictions(test, consensus_predictions(name, test, num_samples), convention, "consensus")
         else:
-            model, guide, seconds = train_or_reuse(config.replace(method=name), train_set, val_set, out_dir / name,
-                                                   device, force, progress)
-            predictions = predict(model, guide, test.images, num_samples, device=device, seed=config.seed)
-            result = score_predictions(test, predictions, convention, "trained", seconds)
+            result = race(config.replace(method=name), train_set, val_set, test, out_dir, num_samples, convention,
+                          seeds, lr_grid, device, force, progress)
         comparison.results[name] = result
         log(f"{name}: done in {time.perf_counter() - tic:.0f} s")
     if truth is not None:

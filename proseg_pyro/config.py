@@ -3,15 +3,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 TAU_PRIORS = ("dirichlet", "logistic_normal")
 Y_LIKELIHOODS = ("categorical", "bernoulli")
 Z_HEADS = ("shared", "per_rater")
+
+
+# Least and most of each integer field: the caps stop a typo from allocating beyond any machine.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (1, 4096), "in_channels": (1, 64), "num_classes": (2, 256), "num_raters": (1, 256),
+    "base_channels": (1, 1024), "depth": (0, 8), "feature_channels": (1, 1024), "z_channels": (1, 1024),
+    "tau_dim": (2, 256), "predictor_hidden": (1, 1024), "predictor_kernel": (1, 31), "classifier_hidden": (1, 1024),
+    "x_decoder_channels": (1, 1024), "batch_size": (1, 4096), "steps": (1, 10_000_000), "val_every": (1, 10_000_000),
+    "warmup_steps": (0, 10_000_000), "patience": (1, 1_000_000),
+    "seed": (0, 2 ** 32 - 1), "num_workers": (0, 256)}
+# Least, most and whether the least is excluded, of each real field (all must be finite).
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "alpha0": (1e-3, 1e3, False), "alpha_star": (1e-3, 1e3, False), "x_sigma": (1e-3, 1e3, False),
+    "concentration_floor": (1e-6, 1e3, False), "lr": (0.0, 1.0, True), "weight_decay": (0.0, 1.0, False),
+    "grad_clip": (0.0, 1e6, False), "val_fraction": (0.0, 1.0, False), "foreground_share": (0.0, 1.0, False),
+    "rater_lr_scale": (0.0, 1e4, True),
+    **{name: (0.0, 1e3, False) for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "dice_weight")}}
 
 
 @dataclass
@@ -37,7 +55,10 @@ class ProSegConfig:
     # (`train` fills in the median of the dataset's cases when it reads files with a spacing)
     spacing: list[float] | None = None
     augment: bool = True
+    # share of training patches centred on a rater's foreground, where slices are larger than image_size
+    foreground_share: float = 0.33
     # networks
+    backbone: str = "small"  # "small": a U-Net of base_channels and depth; "resnet34": the paper's size
     base_channels: int = 16  # width of the first U-Net level
     depth: int = 3  # U-Net down-sampling steps
     feature_channels: int = 16  # backbone output, full resolution
@@ -58,18 +79,30 @@ class ProSegConfig:
     y_likelihood: str = "categorical"
     x_sigma: float = 1.0  # std of the Gaussian image likelihood (images are z-scored)
     concentration_floor: float = 1e-2
-    # ELBO weights (poutine.scale in model and guide)
-    beta_tau: float = 0.1
-    beta_z: float = 0.01  # 0.1 left predictions too small (rater Dice 0.80/0.72/0.74/0.86 vs 0.89/0.87/0.78/0.91)
+    # ELBO weights (poutine.scale in model and guide) of a per-pixel objective: the terms summed over
+    # pixels (z's KL, log p(y)) are divided by H W, log p(x) by C H W; tau's KL and log p(r) count
+    # once per rater slot (the plain ELBO divided by H W has beta_tau = weight_r = 1 / (H W))
+    beta_tau: float = 1e-4
+    beta_z: float = 0.01
     weight_x: float = 1.0
-    weight_r: float = 1.0
+    weight_r: float = 1e-3
     weight_y: float = 1.0
+    dice_weight: float = 0.0  # soft-Dice pseudo-likelihood factor beside log p(y) (0: none)
     # optimisation
     lr: float = 1e-3
+    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr: at lr
+    # alone a concentration moves by ~lr a step, too slowly to part the raters' styles in a short run
+    rater_lr_scale: float = 10.0
     weight_decay: float = 0.0
     batch_size: int = 12
-    epochs: int = 100
-    patience: int = 15  # epochs without validation improvement before stopping
+    # the budget: optimiser steps on batches drawn with replacement (or, where epochs is given,
+    # that many passes over the training images, converted to steps)
+    steps: int = 1000
+    epochs: int | None = None
+    val_every: int = 100  # steps between validations (and checkpoints)
+    warmup_steps: int = 50  # linear warm-up of the learning rate
+    lr_schedule: str = "cosine"  # "cosine", "poly" or "constant" after the warm-up
+    patience: int = 20  # validations without improvement before stopping
     grad_clip: float = 10.0
     val_fraction: float = 0.15
     seed: int = 0
@@ -79,41 +112,54 @@ class ProSegConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive_ints = ("image_size", "in_channels", "num_raters", "base_channels", "feature_channels",
-                         "z_channels", "tau_dim", "predictor_hidden", "classifier_hidden",
-                         "x_decoder_channels", "batch_size", "epochs", "patience", "predictor_kernel")
-        for name in positive_ints:
+        for name, (least, most) in INT_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"config: {name} must be a positive integer, got {value!r}")
-        if self.num_classes < 2:
-            raise ConfigError(f"config: num_classes must be >= 2, got {self.num_classes}")
-        if self.depth < 0 or self.image_size % (2 ** self.depth):
+            if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+                raise ConfigError(f"config: {name} must be an integer in [{least}, {most}], got {value!r}")
+        for name, (least, most, open_least) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if name == "alpha_star" and value is None:
+                continue
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or not (value > least if open_least else value >= least) or not value <= most):
+                bounds = f"{'(' if open_least else '['}{least:g}, {most:g}]"
+                raise ConfigError(f"config: {name} must be a finite number in {bounds}, got {value!r}")
+        if not self.val_fraction < 1:
+            raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.predictor_kernel % 2 == 0:
+            raise ConfigError(f"config: predictor_kernel must be odd (it keeps the map's size), "
+                              f"got {self.predictor_kernel}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or isinstance(self.epochs, bool)
+                                        or not 1 <= self.epochs <= 1_000_000):
+            raise ConfigError(f"config: epochs must be an integer in [1, 1000000] or null, got {self.epochs!r}")
+        if self.backbone == "resnet34" and self.image_size % 32:
+            raise ConfigError(f"config: the resnet34 backbone needs image_size divisible by 32, got {self.image_size}")
+        if self.image_size % (2 ** self.depth):
             raise ConfigError(f"config: image_size {self.image_size} must be divisible by 2**depth "
                               f"(depth={self.depth})")
-        if self.tau_dim < 2:
-            raise ConfigError(f"config: tau_dim must be >= 2, got {self.tau_dim}")
+        for name in ("method", "tau_prior", "y_likelihood", "z_head", "resize", "intensity", "lr_schedule", "backbone"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"config: {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"config: augment must be true or false, got {self.augment!r}")
         choices = {"tau_prior": TAU_PRIORS, "y_likelihood": Y_LIKELIHOODS, "z_head": Z_HEADS,
-                   "resize": ("crop", "resize"), "intensity": ("zscore", "unit")}
+                   "resize": ("crop", "resize"), "intensity": ("zscore", "unit"),
+                   "lr_schedule": ("cosine", "poly", "constant"), "backbone": ("small", "resnet34")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.y_likelihood == "bernoulli" and self.num_classes != 2:
             raise ConfigError("config: y_likelihood 'bernoulli' needs num_classes == 2")
-        for name in ("alpha0", "x_sigma", "concentration_floor", "lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"config: {name} must be > 0, got {getattr(self, name)!r}")
-        if self.alpha_star is not None and not self.alpha_star > 0:
-            raise ConfigError(f"config: alpha_star must be > 0 or null, got {self.alpha_star!r}")
-        for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"config: val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.spacing is not None and not (
-                isinstance(self.spacing, (list, tuple)) and len(self.spacing) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in self.spacing)):
-            raise ConfigError(f"config: spacing must be null or two positive numbers (x, y mm), got {self.spacing!r}")
+        spacing = self.spacing
+        if spacing is not None and not (
+                isinstance(spacing, (list, tuple)) and len(spacing) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                        for v in spacing)):
+            raise ConfigError(f"config: spacing must be null or two finite positive numbers (x, y mm), got {spacing!r}")
+        names = self.rater_names
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names) \
+                or len(set(names)) != len(names):
+            raise ConfigError(f"config: rater_names must be a list of distinct names, got {names!r}")
         if self.rater_names and len(self.rater_names) != self.num_raters:
             raise ConfigError(f"config: {len(self.rater_names)} rater_names for num_raters={self.num_raters}")
         enrolled = self.enrolled_raters
@@ -144,13 +190,12 @@ class ProSegConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike, base: "ProSegConfig | None" = None) -> "ProSegConfig":
         """Read a config file; keys it leaves out come from ``base`` (default: the defaults)."""
+        from .io_utils import read_json
+
         try:
-            with open(path) as handle:
-                values = json.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+            values = read_json(path)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a config file must hold a JSON object")
         try:

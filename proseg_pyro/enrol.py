@@ -6,10 +6,10 @@ model, a point estimate under the prior ``Normal(0, offset_scale^2 I)``. SVI fit
 to the annotation part of the ELBO (the image term does not depend on them, and the rater
 classifier has no class for the new rater)::
 
-    E_q(tau_new) E_q(z|x) [ weight_y * log p(y | tau, z, delta) ]  -  beta_tau * KL(q(tau_new) || p(tau))
-        + log p(delta) / N
+    E_q(tau_new) E_q(z|x) [ weight_y / (H W) * log p(y | tau, z, delta) ]  -  beta_tau * KL(q(tau_new) || p(tau))
+        + log p(delta) / (N H W)
 
-per image. Why the offset: the frozen predictor learned only the tau points of the training raters,
+per image (per pixel, as the training objective). Why the offset: the frozen predictor learned only the tau points of the training raters,
 so a style outside their range (a more generous rater than any seen) has no tau that gives it;
 ``delta`` moves tau's input to the predictor to wherever the new annotations need it.
 ``offset_scale=0`` fits q(tau_new) alone. Afterwards ``inference.personalised`` samples in the new
@@ -126,6 +126,7 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
         z_q = guide.z_dist(images)  # shared head: batch (N, 1)
         z_q = dist.Normal(z_q.base_dist.loc[:, 0], z_q.base_dist.scale[:, 0]).to_event(3)
     labels = annotations.to(images.dtype)
+    pixels = images.shape[-2] * images.shape[-1]
     offset = torch.zeros(config.predictor_hidden, device=images.device, requires_grad=offset_scale > 0)
 
     # z ~ q(z | x) is drawn outside the programs, one per particle: q(z | x) is frozen, so its KL is
@@ -134,11 +135,12 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
         delta = None
         if offset_scale > 0:
             prior = dist.Normal(new_model.anchor, offset_scale).expand([len(offset)]).to_event(1)
-            delta = pyro.sample("offset", prior)  # (hidden,), or (P, 1, hidden) with vectorised particles
+            with poutine.scale(scale=1 / pixels):  # against the per-pixel likelihood, as a sum over pixels
+                delta = pyro.sample("offset", prior)  # (hidden,), or (P, 1, hidden) with vectorised particles
         with pyro.plate("images", len(images), dim=-1):
             with poutine.scale(scale=config.beta_tau):
                 tau = pyro.sample("tau", new_model.tau_prior())
-            with poutine.scale(scale=config.weight_y):
+            with poutine.scale(scale=config.weight_y / pixels):  # per pixel, as in training
                 pyro.sample("y", new_model.y_likelihood(tau, z, delta), obs=labels)
 
     def annotation_guide(z: torch.Tensor) -> None:

@@ -4,7 +4,10 @@
   prediction in each rater's style and a few prior samples;
 * :func:`distance_histograms` (Figs. 1, 8): distance (1 - IoU) between two random experts, for the
   annotations and for the model's prior samples;
-* :func:`tau_embedding` (Fig. 6): samples of q(tau | r) per rater, embedded in 2D by PCA or t-SNE.
+* :func:`tau_embedding` (Fig. 6): samples of q(tau | r) per rater, embedded in 2D by PCA or t-SNE;
+* :func:`style_distances`: the experts' distance matrix (1 - IoU between two raters' annotations)
+  beside the same distances between the model's predictions in the raters' styles: a model that
+  kept the styles apart reproduces the experts' pattern, one whose styles collapsed shows zeros.
 
 :func:`make_figures` computes what they show from a trained model and a data split.
 """
@@ -96,6 +99,25 @@ def distance_histograms(annotation_distances: np.ndarray, model_distances: np.nd
     return _save(figure, path)
 
 
+def style_distances(experts: np.ndarray, predicted: np.ndarray, names: list[str], path: str | os.PathLike) -> Path:
+    """Two heat maps on one colour scale: ``experts`` (R, R) and ``predicted`` (R, R) mean 1 - IoU."""
+    figure = Figure(figsize=(8.4, 3.8))
+    axes = figure.subplots(1, 2)
+    top = max(float(np.nanmax(experts)), float(np.nanmax(predicted)), 1e-3)
+    for ax, matrix, title in ((axes[0], experts, "experts' annotations"),
+                              (axes[1], predicted, "predictions in each rater's style")):
+        shown = ax.imshow(matrix, vmin=0, vmax=top, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        off = matrix[~np.eye(len(matrix), dtype=bool)]
+        ax.set_title(f"{title}\nmean off-diagonal {np.nanmean(off):.3f}", fontsize=9)
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if value < top / 2 else "black")
+    figure.colorbar(shown, ax=list(axes), shrink=0.8, label="1 - IoU")
+    return _save(figure, path)
+
+
 def pca_2d(points: np.ndarray) -> np.ndarray:
     """Project ``points`` (n, d) onto their first two principal axes: (n, 2)."""
     centred = points - points.mean(0)
@@ -165,9 +187,10 @@ def tau_embedding(samples: np.ndarray, names: list[str], path: str | os.PathLike
 
 
 def figure_paths(out_dir: str | os.PathLike, embedding: str = "pca") -> dict[str, Path]:
-    """Where :func:`make_figures` writes: ``samples``, ``distances`` and ``tau`` PNGs."""
+    """Where :func:`make_figures` writes: ``samples``, ``distances``, ``styles`` and ``tau`` PNGs."""
     out = Path(out_dir)
-    return {"samples": out / "samples.png", "distances": out / "distances.png", "tau": out / f"tau_{embedding}.png"}
+    return {"samples": out / "samples.png", "distances": out / "distances.png", "styles": out / "styles.png",
+            "tau": out / f"tau_{embedding}.png"}
 
 
 @torch.no_grad()
@@ -175,7 +198,7 @@ def make_figures(model: ProSegModel, guide: ProSegGuide, slices: SliceSet, out_d
                  num_images: int = 4, num_samples: int = 16, grid_samples: int = 4, tau_samples: int = 200,
                  embedding: str = "pca", device: torch.device | str = "cpu", seed: int = 0,
                  batch_size: int = 16, progress: bool = False) -> dict[str, Path]:
-    """Write the three figures for ``slices`` (e.g. the test split) to ``out_dir``; returns their paths.
+    """Write the four figures for ``slices`` (e.g. the test split) to ``out_dir``; returns their paths.
 
     The grid shows the ``num_images`` images on which the experts disagree most; distances use
     every image (annotations vs ``num_samples`` prior samples each). ``progress``: a bar over the
@@ -194,6 +217,13 @@ def make_figures(model: ProSegModel, guide: ProSegGuide, slices: SliceSet, out_d
     annotation_d = metrics.random_expert_distances(slices.annotations, slices.mask, 20, rng)
     model_d = metrics.random_expert_distances(prior, None, 20, rng)
     distance_histograms(annotation_d.ravel(), model_d.ravel(), paths["distances"])
+
+    styles_mean = torch.cat([inference.personalised(model, guide, images[start:start + batch_size],
+                                                    list(range(config.num_raters)), num_samples).mean(0)
+                             for start in range(0, len(images), batch_size)]).cpu().numpy()  # (N, R, H, W)
+    style_distances(metrics.expert_distance_matrix(slices.annotations, slices.mask),
+                    metrics.expert_distance_matrix(styles_mean, None), names[:config.num_raters],
+                    paths["styles"])
 
     spread = np.nan_to_num(metrics.mean_expert_distance(slices.annotations, slices.mask), nan=-1.0)
     shown = np.argsort(-spread, kind="stable")[:num_images]

@@ -1,6 +1,7 @@
 """The amortised ProSeg guide: q(z_i | x) from a U-Net, q(tau_i | r_i) from a learned rater embedding."""
 from __future__ import annotations
 
+import itertools
 
 import pyro
 import pyro.distributions as dist
@@ -12,7 +13,7 @@ from torch import nn
 
 from .config import ProSegConfig
 from .fused_normal import FusedNormal
-from .networks import GaussianHeads, UNet
+from .networks import GaussianHeads, make_backbone
 
 pyro.settings.set(module_local_params=True)
 
@@ -40,7 +41,7 @@ class ProSegGuide(PyroModule):
         c = config
         # Recomputing the backbone's activations in the backward pass (identical gradients) takes
         # about 200 MB off a training step's peak at paper size for ~10% more compute.
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth, checkpoint=True)
+        self.backbone = make_backbone(c, c.feature_channels, checkpoint=True)
         self.z_heads = GaussianHeads(c.feature_channels, c.z_channels, c.num_raters if c.z_head == "per_rater" else 1)
         raters = c.num_raters + len(c.enrolled_raters)
         if c.tau_prior == "dirichlet":
@@ -51,13 +52,24 @@ class ProSegGuide(PyroModule):
                 torch.tensor(0.5)).item()))
 
     def _initial_concentration(self, raters: int) -> torch.Tensor:
-        """Rater ``a`` starts at 1.0 on entries ``a`` and ``a + T/2`` (mod T) and 0.1 elsewhere: (raters, T)."""
+        """Each rater starts at 1.0 on two entries of its own and 0.1 elsewhere: (raters, T).
+
+        Rater ``a`` < T/2 takes entries ``a`` and ``a + T/2`` (the released code's start for 4
+        raters), the next raters the other pairs of entries in order, so that no two of the first
+        T (T - 1) / 2 raters start alike (with ``a`` and ``a + T/2`` mod T for all, 7 raters and
+        T = 8 would start as 3 identical pairs and one more, and their styles stay merged)."""
         dim = self.config.tau_dim
+        halves = [(a, a + dim // 2) for a in range(dim // 2)]
+        pairs = halves + [pair for pair in itertools.combinations(range(dim), 2) if pair not in halves]
         start = torch.full((raters, dim), 0.1)
         for rater in range(raters):
-            start[rater, rater % dim] = 1.0
-            start[rater, (rater + dim // 2) % dim] = 1.0
+            start[rater, list(pairs[rater % len(pairs)])] = 1.0
         return start
+
+    def rater_parameters(self) -> list[nn.Parameter]:
+        """The per-rater variational parameters of q(tau | r) (training takes them at a higher rate)."""
+        names = ("tau_concentration_raw", "tau_loc", "tau_scale_raw")
+        return [parameter for name, parameter in self.named_parameters() if name in names]
 
     def tau_dist(self, raters: torch.Tensor) -> dist.Distribution:
         """q(tau | r): ``raters`` (N,) long, training or enrolled slots -> batch (N,), event (T,)."""
@@ -85,5 +97,5 @@ class ProSegGuide(PyroModule):
         with pyro.plate("images", batch, dim=-2), pyro.plate("raters", raters, dim=-1), poutine.mask(mask=mask):
             with poutine.scale(scale=c.beta_tau):
                 pyro.sample("tau", self.tau_dist(rater_ids))
-            with poutine.scale(scale=c.beta_z):
+            with poutine.scale(scale=c.beta_z / (x.shape[-2] * x.shape[-1])):  # per pixel, as the model
                 pyro.sample("z", self.z_dist(x))

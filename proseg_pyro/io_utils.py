@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextlib.contextmanager
@@ -35,3 +36,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in the regular file ``path``; a missing, unreadable, non-UTF-8, invalid or too
+    deeply nested file raises DataError naming it."""
+    from .errors import DataError
+    from .limits import require_regular_file
+
+    path = require_regular_file(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(path, "not UTF-8 text") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read it ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply") from None

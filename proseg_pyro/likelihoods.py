@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
+from pyro import poutine
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,8 @@ class AnnotationLikelihood:
     ``foreground(logits)``: probability of any class but the background, (..., H, W), equal to
     ``foreground(probs(logits))`` without forming every class's probability;
     ``foreground_readout(K)``: a vector c (channels,) with ``foreground(logits) = sigmoid(logits @ c)``
-    where one exists (two classes), else None; a predictor can fold it into its last layer.
+    where one exists (two classes), else None; a predictor can fold it into its last layer;
+    ``probs_of(distribution)``: the class probabilities (..., H, W, K) of a ``dist(logits)``.
     """
 
     channels: Callable[[int], int]
@@ -29,6 +33,7 @@ class AnnotationLikelihood:
     probs: Callable[[torch.Tensor], torch.Tensor]
     foreground: Callable[[torch.Tensor], torch.Tensor]
     foreground_readout: Callable[[int], tuple[float, ...] | None]
+    probs_of: Callable[[dist.Distribution], torch.Tensor]
 
 
 def foreground(class_probs: torch.Tensor) -> torch.Tensor:
@@ -54,15 +59,48 @@ Y_LIKELIHOODS: dict[str, AnnotationLikelihood] = {
         dist=lambda logits: dist.Categorical(logits=logits).to_event(2),
         probs=lambda logits: logits.softmax(-1),
         foreground=_categorical_foreground,
-        foreground_readout=lambda classes: (-1.0, 1.0) if classes == 2 else None),
+        foreground_readout=lambda classes: (-1.0, 1.0) if classes == 2 else None,
+        probs_of=lambda distribution: distribution.base_dist.probs),
     # one foreground logit per pixel (binary segmentation only)
     "bernoulli": AnnotationLikelihood(
         channels=lambda classes: 1,
         dist=lambda logits: dist.Bernoulli(logits=logits[..., 0]).to_event(2),
         probs=_bernoulli_probs,
         foreground=lambda logits: torch.sigmoid(logits[..., 0]),
-        foreground_readout=lambda classes: (1.0,)),
+        foreground_readout=lambda classes: (1.0,),
+        probs_of=lambda distribution: _bernoulli_probs(distribution.base_dist.logits[..., None])),
 }
+
+
+def soft_dice(class_probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice of class probabilities (..., H, W, K) with a label map (..., H, W), averaged over the
+    foreground classes 1..K-1: (...). ``smooth`` is added to numerator and denominator, so an empty
+    annotation predicted empty scores 1."""
+    one_hot = F.one_hot(labels.long(), class_probs.shape[-1]).to(class_probs.dtype)[..., 1:]
+    probs = class_probs[..., 1:]
+    overlap = (probs * one_hot).sum((-3, -2))
+    total = probs.sum((-3, -2)) + one_hot.sum((-3, -2))
+    return ((2 * overlap + smooth) / (total + smooth)).mean(-1)
+
+
+def observe_annotations(name: str, family: AnnotationLikelihood, distribution: dist.Distribution,
+                        labels: torch.Tensor | None, weight: float, dice_weight: float, pixels: int):
+    """The observed annotation site ``name`` under ``distribution`` (event (H, W)) with likelihood
+    weight ``weight / pixels`` (``pixels`` = H W for a per-pixel mean, 1 for a sum), and, where
+    ``dice_weight`` > 0, a soft-Dice pseudo-likelihood: the factor ``name + "_dice"`` adds
+    ``dice_weight * pixels' * (soft Dice - 1)`` to the log joint (pixels' = H W / ``pixels``, so the
+    factor weighs the same against the per-pixel likelihood either way). It is not a normalised
+    density of ``y``: it rewards overlap where a pixel-wise likelihood lets a small structure vanish
+    into the background, as the Dice losses of nnU-Net and of the ProSeg authors' code do.
+    Sampling (``labels`` None) draws from ``distribution`` alone. Call inside the model's plates.
+    """
+    with poutine.scale(scale=weight / pixels):
+        value = pyro.sample(name, distribution, obs=labels)
+    if labels is not None and dice_weight > 0:
+        area = labels.shape[-2] * labels.shape[-1] / pixels
+        with poutine.scale(scale=dice_weight * area):
+            pyro.factor(f"{name}_dice", soft_dice(family.probs_of(distribution), labels) - 1)
+    return value
 
 
 # tau priors: (tau_dim, alpha0, anchor tensor for device/dtype) -> distribution with event (T,)

@@ -9,7 +9,7 @@ from pyro.nn import PyroModule
 
 from .config import ProSegConfig
 from .fused_normal import FusedNormal
-from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS
+from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS, observe_annotations
 from .networks import ImageDecoder, RaterClassifier, SegmentationPredictor
 
 pyro.settings.set(module_local_params=True)
@@ -27,6 +27,10 @@ class ProSegModel(PyroModule):
         y_bi   ~ Categorical(softmax(predictor(z_bi, tau_bi)))    observed annotation, event (H, W)
 
     Slots with ``mask[b, i] = False`` (rater ``i`` did not annotate image ``b``) contribute nothing.
+    The objective is per pixel, so that its balance does not depend on the image size: the terms
+    summed over pixels (``z``'s KL, ``log p(y)``) are divided by ``H W`` and ``log p(x)`` by ``C H W``;
+    ``tau``'s KL and ``log p(r)`` count once per slot. With ``dice_weight`` > 0 a soft-Dice
+    pseudo-likelihood factor ``"y_dice"`` joins ``y`` (:func:`~proseg_pyro.likelihoods.observe_annotations`).
     A rater enrolled after training (:mod:`proseg_pyro.enrol`) also has a style offset ``delta``
     (hidden,) that moves tau's input to the predictor, ``predictor(z, tau, delta)``: the frozen
     predictor only learned the tau points of the training raters (whose ``delta`` is 0).
@@ -102,17 +106,18 @@ class ProSegModel(PyroModule):
         """``x`` (B, C, H, W) float, ``y`` (B, R, H, W) long or None, ``mask`` (B, R) bool or None."""
         c = self.config
         batch, raters = x.shape[0], c.num_raters
+        pixels = x.shape[-2] * x.shape[-1]
         if mask is None:
             mask = torch.ones(batch, raters, dtype=torch.bool, device=x.device)
         rater_ids = torch.arange(raters, device=x.device).expand(batch, raters)
         with pyro.plate("images", batch, dim=-2), pyro.plate("raters", raters, dim=-1), poutine.mask(mask=mask):
             with poutine.scale(scale=c.beta_tau):
                 tau = pyro.sample("tau", self.tau_prior())
-            with poutine.scale(scale=c.beta_z):
+            with poutine.scale(scale=c.beta_z / pixels):
                 z = pyro.sample("z", self.z_prior(*x.shape[-2:]))
-            with poutine.scale(scale=c.weight_x):
+            with poutine.scale(scale=c.weight_x / (x.shape[-3] * pixels)):
                 pyro.sample("x", self.x_likelihood(z), obs=x.unsqueeze(1).expand(batch, raters, *x.shape[1:]))
             with poutine.scale(scale=c.weight_r):
                 pyro.sample("r", self.r_likelihood(tau), obs=rater_ids)
-            with poutine.scale(scale=c.weight_y):
-                return pyro.sample("y", self.y_likelihood(tau, z), obs=None if y is None else y.to(x.dtype))
+            return observe_annotations("y", self.y_family, self.y_likelihood(tau, z),
+                                       None if y is None else y.to(x.dtype), c.weight_y, c.dice_weight, pixels)

@@ -42,17 +42,41 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class UNet(nn.Module):
-    """U-Net: (..., C_in, H, W) -> (..., C_out, H, W), ``depth`` poolings, widths ``base * 2**level``.
+class Backbone(nn.Module):
+    """A dense network (..., C_in, H, W) -> (..., C_out, H, W) defined by ``_forward`` on (N, C_in, H, W).
 
     With ``checkpoint`` a pass that records gradients keeps only the input and recomputes the
     activations in the backward pass: the same gradients, less peak memory, one more forward pass.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, base: int = 16, depth: int = 3,
-                 checkpoint: bool = False):
+    def __init__(self, checkpoint: bool = False):
         super().__init__()
         self.checkpoint = checkpoint
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(run_flat, self._forward, x, use_reentrant=False,
+                                                     preserve_rng_state=False)
+        return run_flat(self._forward, x)
+
+
+def _decode(x: torch.Tensor, skips: list[torch.Tensor], blocks: nn.ModuleList) -> torch.Tensor:
+    """U-Net decoder: upsample ``x`` to each skip's size, concatenate, run that level's block."""
+    for block, skip in zip(blocks, skips):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = block(torch.cat([x, skip], dim=1))
+    return x
+
+
+class UNet(Backbone):
+    """U-Net: (..., C_in, H, W) -> (..., C_out, H, W), ``depth`` poolings, widths ``base * 2**level``."""
+
+    def __init__(self, in_channels: int, out_channels: int, base: int = 16, depth: int = 3,
+                 checkpoint: bool = False):
+        super().__init__(checkpoint)
         widths = [base * 2 ** level for level in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(in_channels, widths[0])] +
                                   [ConvBlock(widths[i], widths[i + 1]) for i in range(depth)])
@@ -64,16 +88,69 @@ class UNet(nn.Module):
         for level, block in enumerate(self.down):
             x = block(x if level == 0 else F.max_pool2d(x, 2))
             skips.append(x)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.head(_decode(x, list(reversed(skips[:-1])), self.up))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions and a shortcut (a strided 1x1 where the shape changes)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), _norm(out_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), _norm(out_channels))
+        self.shortcut = nn.Identity() if stride == 1 and in_channels == out_channels else nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), _norm(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpoint and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(run_flat, self._forward, x, use_reentrant=False,
-                                                     preserve_rng_state=False)
-        return run_flat(self._forward, x)
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNetUNet(Backbone):
+    """A U-Net on a ResNet-34 encoder, the paper-sized backbone: (..., C_in, H, W) -> (..., C_out, H, W),
+    H and W multiples of 32, ~24 M parameters.
+
+    Encoder as torchvision's ``resnet34`` (7x7 stride-2 stem, 3x3 max pool, 3/4/6/3 basic blocks of
+    64/128/256/512 channels), with GroupNorm for BatchNorm (statistics independent of the batch, as
+    every network here) and no pretrained weights; decoder: upsampling with skips from the stem and
+    each stage, widths 256/128/64/32, then 16 channels at full resolution.
+    """
+
+    STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, stride)
+    DECODER = (256, 128, 64, 32)
+
+    def __init__(self, in_channels: int, out_channels: int, checkpoint: bool = False):
+        super().__init__(checkpoint)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), _norm(64), nn.ReLU(inplace=True))
+        stages, width = [], 64
+        for out, blocks, stride in self.STAGES:
+            stages.append(nn.Sequential(BasicBlock(width, out, stride), *[BasicBlock(out, out) for _ in range(blocks - 1)]))
+            width = out
+        self.stages = nn.ModuleList(stages)
+        skips = [256, 128, 64, 64]  # stage 3, 2, 1 and the stem
+        ins = [512] + list(self.DECODER[:-1])
+        self.up = nn.ModuleList([ConvBlock(i + s, o) for i, s, o in zip(ins, skips, self.DECODER)])
+        self.full = ConvBlock(self.DECODER[-1], 16)
+        self.head = nn.Conv2d(16, out_channels, 1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        stem = self.stem(x)
+        skips, x = [stem], F.max_pool2d(stem, 3, 2, 1)
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        x = _decode(x, [skips[3], skips[2], skips[1], skips[0]], self.up)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.head(self.full(x))
+
+
+def make_backbone(config, out_channels: int, checkpoint: bool = False) -> Backbone:
+    """The image network ``config.backbone`` names: ``"small"`` (a U-Net of ``base_channels`` and
+    ``depth``, the CPU default) or ``"resnet34"`` (:class:`ResNetUNet`, the paper's size)."""
+    if config.backbone == "resnet34":
+        return ResNetUNet(config.in_channels, out_channels, checkpoint)
+    return UNet(config.in_channels, out_channels, config.base_channels, config.depth, checkpoint)
 
 
 class GaussianHeads(nn.Module):

@@ -27,12 +27,13 @@ from .enrol import rater_names
 from .errors import ProSegError
 from .guide import ProSegGuide
 from .io_utils import atomic_write_text
+from .limits import require_sampling_memory
 from .model import ProSegModel
+from .outputs import PARTIAL_PREFIX, folder_lock
 from .volume import prepare_scan, read_scan, segment_scan, style_files, write_style
 
 SUMMARY = "summary.json"
 TABLE = "summary.csv"
-PARTIAL_PREFIX = ".partial-"
 TABLE_COLUMNS = ("case", "style", "volume_ml", "sample_mean_ml", "sample_std_ml", "sample_p05_ml",
                  "sample_median_ml", "sample_p95_ml", "warnings")
 
@@ -73,6 +74,8 @@ def segment_to_folder(model: ProSegModel, guide: ProSegGuide, images: list[Path]
     ``out_dir``; returns the summary. ``warn`` gets each warning line about the scan."""
     config = model.config
     scan = read_scan(images, config.in_channels)
+    require_sampling_memory(request.samples, len(request.stems(config)), scan.images.shape, config.num_classes,
+                            request.slots is None, "--samples")
     prepared = prepare_scan(scan, config)
     for note in prepared.notes:
         if warn is not None:
@@ -142,12 +145,21 @@ def predict_folder(model: ProSegModel, guide: ProSegGuide, in_dir: Path, out_dir
     """Segment every case of ``in_dir`` (nnU-Net naming ``CASE_0000.nii.gz`` per channel, or one
     plain file per case) into ``out_dir/CASE/``, and write ``out_dir/summary.csv`` (one row per case
     and style). Finished cases are skipped unless ``force``. ``warn`` gets each warning line
-    (prefixed with the case), ``on_case`` each case's name after it is written.
+    (prefixed with the case), ``on_case`` each case's name after it is written. One process at a
+    time writes ``out_dir`` (:func:`~proseg_pyro.outputs.folder_lock`; a second is refused).
 
     A folder with no scans, a case missing a channel or mixed channel counts raise DataError before
-    any case is segmented.
+    any case is segmented or ``out_dir`` is created.
     """
     cases = channel_cases(in_dir, IMAGE_ENDINGS, model.config.in_channels)
+    with folder_lock(out_dir):
+        return _predict_cases(model, guide, cases, out_dir, request, device, force, warn, on_case)
+
+
+def _predict_cases(model: ProSegModel, guide: ProSegGuide, cases: dict[str, list[Path]], out_dir: Path,
+                   request: Request, device: torch.device | str, force: bool, warn: Callable[[str], None] | None,
+                   on_case: Callable[[str], None] | None) -> FolderResult:
+    """:func:`predict_folder`'s work on the listed ``cases``, holding the folder's lock."""
     settings = request.settings(model.config)
     summaries, segmented, skipped = {}, [], []
     for case, images in tqdm(cases.items(), desc="predict", unit="case", disable=None):

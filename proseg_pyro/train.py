@@ -1,10 +1,13 @@
 """Stochastic variational inference for ProSeg (and every registered method): the ELBO module, a
-torch optimiser and a plain loop.
+torch optimiser and a plain loop budgeted in optimiser steps.
 
-Validation ELBO each epoch, early stopping, ``best.pt``/``last.pt`` checkpoints (with optimiser and
-RNG states, so a resumed run continues exactly), a CSV log, and a clear stop on a non-finite loss.
-The ELBO's samples of each image come from a seed of its own (run seed, epoch, position in the
-epoch), so in a process group (``torchrun``, see :mod:`proseg_pyro.distributed`), where the ELBO
+Each step draws a batch with replacement (augmented; where slices are larger than the model's
+``image_size``, a patch, part of them centred on foreground). Every ``val_every`` steps the run is
+validated (ELBO and the Dice of the personalised predictions), ``best.pt`` keeps the best validation
+Dice and ``last.pt`` the state to resume from exactly (optimiser and RNG states); a CSV log, a
+learning-rate warm-up and decay (:mod:`proseg_pyro.schedule`), and a clear stop on a non-finite loss.
+The ELBO's samples of each image come from a seed of its own (run seed, step, position in the
+batch), so in a process group (``torchrun``, see :mod:`proseg_pyro.distributed`), where the ELBO
 module runs under ``DistributedDataParallel`` on each rank's shard of every batch, a run ends
 where one process ends.
 """
@@ -29,32 +32,47 @@ from tqdm.auto import tqdm
 from .checkpoint import config_of, read_checkpoint, save_checkpoint
 from .config import ProSegConfig
 from .data.slices import SliceSet
+from .data.patches import draw_batch
 from .data.transforms import JointAugment
 from .distributed import ImageNoise, Rank, current
 from .errors import CheckpointError, ProSegError
 from .io_utils import atomic_write_text
 from .methods import get_method
+from .schedule import learning_rate, total_steps
 
 
 class TrainingError(ProSegError):
     """Training cannot go on (for example the loss became NaN); the last good checkpoint is kept."""
 
 
-# Noise streams of ImageNoise: validation, and training epoch e as e + 1.
+# Noise streams of ImageNoise: validation, and training step s as s + 1.
 VALIDATION_STREAM = 0
-# Config values a resumed run may change: they decide how long it trains, not what a step computes.
-RESUMABLE_KEYS = ("epochs", "patience", "num_workers")
-TRAINING_STATE = ("optimizer", "rng", "epoch", "history", "best_epoch", "best_val_loss", "stale_epochs")
+# Config values a resumed run may change: they decide when it stops (a longer budget also stretches
+# the decay of the learning rate from the step it resumes at).
+RESUMABLE_KEYS = ("steps", "epochs", "patience", "num_workers")
+TRAINING_STATE = ("optimizer", "rng", "step", "history", "best_step", "best_score", "stale")
+# Personalised samples per rater behind the validation Dice.
+VALIDATION_SAMPLES = 4
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: per-epoch ``history`` rows and the best validation epoch."""
+    """What a run produced: one ``history`` row per validation and the best one.
+
+    ``best_score`` is the validation Dice of ``best.pt`` (minus the training loss where the run had
+    no validation images); ``predicts_nothing`` whether the best model predicted no foreground for
+    any validation image and rater although the annotations have some.
+    """
 
     out_dir: Path
     history: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_loss: float = math.inf
+    best_step: int = -1
+    best_score: float = -math.inf
+
+    @property
+    def predicts_nothing(self) -> bool:
+        rows = [row for row in self.history if row["step"] == self.best_step]
+        return bool(rows) and rows[0]["val_empty"] == 1.0
 
 
 def build(config: ProSegConfig, device: torch.device | str = "cpu") -> tuple[PyroModule, PyroModule, nn.Module]:
@@ -89,8 +107,8 @@ def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], posi
 @torch.no_grad()
 def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size: int, seed: int,
                     rank: Rank = Rank()) -> float:
-    """Negative ELBO per image over ``data``; every image draws the same noise each epoch, so
-    epochs compare fairly. In a process group each rank scores its shard and the sums are added."""
+    """Negative ELBO per image over ``data``; every image draws the same noise at each validation,
+    so validations compare fairly. In a process group each rank scores its shard and the sums are added."""
     positions = rank.shard(torch.arange(len(data[0])))
     total = 0.0
     for number, start in enumerate(range(0, len(positions), batch_size)):
@@ -100,12 +118,37 @@ def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size:
     return rank.sum(total, data[0].device) / len(data[0])
 
 
+@torch.no_grad()
+def validation_dice(model: PyroModule, guide: PyroModule, data: tuple[torch.Tensor, ...], batch_size: int,
+                    seed: int) -> tuple[float, float]:
+    """Mean Dice of each annotation with the prediction in its rater's style (the mean of
+    :data:`VALIDATION_SAMPLES` personalised samples, thresholded at 0.5; empty with empty counts 1),
+    over the annotated (image, rater) pairs of ``data``; and the share of images for which every
+    rater's prediction is empty. The same draws at every validation; the global RNG is left as it was."""
+    images, labels, mask = data
+    method = get_method(model.config.method)
+    raters = list(range(model.config.num_raters))
+    dice_sum, empty_images = 0.0, 0
+    with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(images), batch_size):
+            part = slice(start, start + batch_size)
+            predicted = method.personalised(model, guide, images[part], raters, VALIDATION_SAMPLES).mean(0) > 0.5
+            truth = labels[part] > 0
+            overlap = (predicted & truth).sum((-2, -1))
+            total = predicted.sum((-2, -1)) + truth.sum((-2, -1))
+            dice = torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total, dtype=torch.float))
+            dice_sum += float(dice[mask[part]].sum())
+            empty_images += int((predicted.sum((-3, -2, -1)) == 0).sum())
+    return dice_sum / max(1, int(mask.sum())), empty_images / len(images)
+
+
 def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
            positions: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """This rank's part of a global ``batch`` (images, labels, mask) and of the images' ``positions``.
 
-    A rank left without images (a last batch smaller than the world) takes image 0 with every
-    rater masked out: it adds nothing to the loss or the gradients, and keeps the ranks' collective
+    A rank left without images (a batch smaller than the world) takes image 0 with every rater
+    masked out: it adds nothing to the loss or the gradients, and keeps the ranks' collective
     calls in step.
     """
     if not rank.parallel:
@@ -119,13 +162,14 @@ def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
 
 def train_step(train_elbo: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
                positions: torch.Tensor, noise: tuple[int, int, int], grad_clip: float,
-               check: Callable[[float, str], None], rank: Rank = Rank(), amp: bool = False) -> float:
+               check: Callable[[float, str], None], rank: Rank = Rank(), amp: bool = False) -> tuple[float, bool]:
     """One SVI step on a global ``batch`` (images, labels, mask) whose images sit at ``positions``
-    (N,) of the epoch: this rank's shard through the ELBO with per-image ``noise`` (see
+    (N,) of the batch: this rank's shard through the ELBO with per-image ``noise`` (see
     :func:`elbo_with_image_noise`), backward, gradient clipping (0: none), optimiser step.
 
     ``check(value, what)`` sees the global loss before the backward pass and the gradient norm
-    before the step, and raises to stop. Returns the global loss per image.
+    before the step, and raises to stop. Returns the global loss per image and whether the clip cut
+    the gradient.
     """
     shard, shard_positions = _shard(rank, batch, positions)
     with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=amp):
@@ -137,9 +181,20 @@ def train_step(train_elbo: nn.Module, optimizer: torch.optim.Optimizer, batch: t
     optimizer.zero_grad()
     loss.backward()
     # With grad_clip 0 this only measures: a finite loss can still have a NaN gradient.
-    check(float(nn.utils.clip_grad_norm_(train_elbo.parameters(), grad_clip or math.inf)), "gradient norm")
+    norm = float(nn.utils.clip_grad_norm_(train_elbo.parameters(), grad_clip or math.inf))
+    check(norm, "gradient norm")
     optimizer.step()
-    return loss_value
+    return loss_value, bool(grad_clip) and norm > grad_clip
+
+
+def make_optimizer(config: ProSegConfig, elbo: nn.Module, guide: PyroModule) -> torch.optim.Adam:
+    """Adam over the ELBO module's parameters; the guide's ``rater_parameters()`` (where it has them)
+    in a group of their own whose rate is ``config.rater_lr_scale`` times the others'."""
+    raters = list(guide.rater_parameters()) if hasattr(guide, "rater_parameters") else []
+    chosen = {id(parameter) for parameter in raters}
+    rest = [parameter for parameter in elbo.parameters() if id(parameter) not in chosen]
+    groups = [{"params": rest, "scale": 1.0}] + ([{"params": raters, "scale": config.rater_lr_scale}] if raters else [])
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def resume_state(path: Path, config: ProSegConfig, device: torch.device) -> dict:
@@ -157,10 +212,10 @@ def resume_state(path: Path, config: ProSegConfig, device: torch.device) -> dict
     return state
 
 
-def _stop_unless_finite(value: float, what: str, epoch: int, out_dir: Path) -> None:
+def _stop_unless_finite(value: float, what: str, step: int, out_dir: Path) -> None:
     """Raise TrainingError before a non-finite ``value`` can reach the weights or a checkpoint."""
     if not math.isfinite(value):
-        raise TrainingError(f"{out_dir}: {what} became {value} at epoch {epoch}; "
+        raise TrainingError(f"{out_dir}: {what} became {value} at step {step}; "
                             "the last good checkpoint is kept (try a lower lr)")
 
 
@@ -174,15 +229,17 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out_dir: str | Path,
         device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
-        stop_after: int | None = None, on_epoch: Callable[[dict], None] | None = None,
+        stop_after: int | None = None, on_validation: Callable[[dict], None] | None = None,
         amp: bool = False) -> TrainResult:
     """Train ``config.method`` on ``train_set`` and write ``best.pt``, ``last.pt``, ``config.json``, ``log.csv``.
 
-    ``resume`` continues from ``out_dir/last.pt`` (a run of the same config, but for
-    ``RESUMABLE_KEYS``); ``stop_after`` ends the run after that many
-    epochs in total (as if interrupted), used to test resuming. ``amp`` runs the ELBO's forward pass
-    under bfloat16 autocast (a non-finite loss still stops the run). In a process group every rank
-    calls ``fit`` with the same arguments (its own ``device``); rank 0 writes the files.
+    The run takes :func:`~proseg_pyro.schedule.total_steps` optimiser steps (or stops early after
+    ``config.patience`` validations without a better validation Dice). ``resume`` continues from
+    ``out_dir/last.pt`` (a run of the same config, but for ``RESUMABLE_KEYS``); ``stop_after`` ends
+    the run after that many steps in total (as if interrupted: steps after the last validation are
+    lost), used to test resuming. ``amp`` runs the ELBO's forward pass under bfloat16 autocast (a
+    non-finite loss still stops the run). In a process group every rank calls ``fit`` with the same
+    arguments (its own ``device``); rank 0 writes the files.
     """
     rank = current()
     out_dir = Path(out_dir)
@@ -190,24 +247,23 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model, guide, elbo = build(config, device)
-    optimizer = torch.optim.Adam(elbo.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(config, elbo, guide)
+    draws = torch.Generator().manual_seed(config.seed)
     augment = JointAugment() if config.augment else None
     result = TrainResult(out_dir)
-    stale_epochs, start_epoch = 0, 0
+    stale, start_step = 0, 0
     if resume and (out_dir / "last.pt").exists():
         state = resume_state(out_dir / "last.pt", config, device)
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])
-        shuffle.set_state(state["rng"]["shuffle"])
+        draws.set_state(state["rng"]["draws"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        start_epoch = state["epoch"] + 1
+        start_step = state["step"] + 1
         result.history = list(state["history"])
-        result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
-        stale_epochs = state["stale_epochs"]
+        result.best_step, result.best_score, stale = state["best_step"], state["best_score"], state["stale"]
     if rank.is_main:
         config.to_json(out_dir / "config.json")
     train_elbo = (DistributedDataParallel(elbo, device_ids=[device] if device.type == "cuda" else None)
@@ -215,50 +271,58 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
 
     train = as_tensors(train_set, device)
     val = as_tensors(val_set, device) if val_set is not None and len(val_set) else None
-    last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
-    bar = tqdm(range(start_epoch, last_epoch), desc="train", unit="epoch", disable=not (progress and rank.is_main),
+    steps = total_steps(config, len(train_set))
+    last_step = steps if stop_after is None else min(steps, stop_after)
+    check = functools.partial(_stop_unless_finite, out_dir=out_dir)
+    bar = tqdm(range(start_step, last_step), desc="train", unit="step", disable=not (progress and rank.is_main),
                leave=False)
-    for epoch in bar:
-        if stale_epochs >= config.patience:
-            break
-        tic = time.perf_counter()
-        elbo.train()
-        order = torch.randperm(len(train[0]), generator=shuffle)
-        epoch_loss, seen = 0.0, 0
-        check = functools.partial(_stop_unless_finite, epoch=epoch, out_dir=out_dir)
-        for number, start in enumerate(range(0, len(order), config.batch_size)):
-            index = order[start:start + config.batch_size].to(device)
-            images, labels, mask = (t[index] for t in train)
-            if augment is not None:  # drawn for the global batch, alike on every rank
-                images, labels = augment(images, labels, generator=shuffle)
-            loss_value = train_step(train_elbo, optimizer, (images, labels, mask), start + torch.arange(len(index)),
-                                    (config.seed, epoch + 1, number), config.grad_clip, check, rank, amp)
-            epoch_loss += loss_value * len(index)
-            seen += len(index)
+    round_loss, round_steps, clipped, tic = 0.0, 0, 0, time.perf_counter()
+    elbo.train()
+    for step in bar:
+        lr = learning_rate(config, step, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["scale"]
+        # drawn for the global batch, alike on every rank
+        images, labels, mask = draw_batch(train, config.batch_size, config.image_size, config.foreground_share, draws)
+        if augment is not None:
+            images, labels = augment(images, labels, generator=draws)
+        loss_value, cut = train_step(train_elbo, optimizer, (images, labels, mask), torch.arange(len(images)),
+                                     (config.seed, step + 1, 0), config.grad_clip,
+                                     functools.partial(check, step=step), rank, amp)
+        round_loss, round_steps, clipped = round_loss + loss_value, round_steps + 1, clipped + cut
+        if (step + 1) % config.val_every and step + 1 != steps:
+            continue
         elbo.eval()
-        row = {"epoch": epoch, "train_loss": epoch_loss / seen,
+        row = {"step": step, "lr": lr, "train_loss": round_loss / round_steps,
                "val_loss": validation_loss(elbo, val, config.batch_size, config.seed, rank) if val else float("nan"),
-               "seconds": time.perf_counter() - tic}
-        monitored = row["val_loss"] if val else row["train_loss"]
-        improved = monitored < result.best_val_loss
+               "val_dice": float("nan"), "val_empty": float("nan"), "clipped": clipped / round_steps}
+        if val:
+            row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed)
+        row["seconds"] = time.perf_counter() - tic
+        elbo.train()
+        score = row["val_dice"] if val else -row["train_loss"]
+        improved = score > result.best_score
         if improved:
-            result.best_epoch, result.best_val_loss, stale_epochs = epoch, monitored, 0
+            result.best_step, result.best_score, stale = step, score, 0
         else:
-            stale_epochs += 1
+            stale += 1
         result.history.append(row)
         if rank.is_main:
             content = dict(method=config.method, config=config.to_dict(), model=model.state_dict(),
-                           guide=guide.state_dict(), epoch=epoch, metrics=row)
+                           guide=guide.state_dict(), step=step, metrics=row)
             if improved:
                 save_checkpoint(out_dir / "best.pt", **content)
-            rng = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
+            rng = {"draws": draws.get_state(), "torch": torch.get_rng_state()}
             if device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(device)
             save_checkpoint(out_dir / "last.pt", **content, optimizer=optimizer.state_dict(), rng=rng,
-                            history=result.history, best_epoch=result.best_epoch,
-                            best_val_loss=result.best_val_loss, stale_epochs=stale_epochs)
+                            history=result.history, best_step=result.best_step, best_score=result.best_score,
+                            stale=stale)
             _write_log(out_dir / "log.csv", result.history)
-            bar.set_postfix(train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
-        if on_epoch is not None:
-            on_epoch(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row['val_dice']:.3f}")
+        if on_validation is not None:
+            on_validation(row)
+        round_loss, round_steps, clipped, tic = 0.0, 0, 0, time.perf_counter()
+        if stale >= config.patience:
+            break
     return result

@@ -64,13 +64,13 @@ _TRAINED: dict[str, Holdout] = {}
 
 def tiny_holdout_config(**overrides) -> ProSegConfig:
     values = dict(image_size=IMAGE_SIZE, base_channels=8, depth=2, feature_channels=8, z_channels=4,
-                  predictor_hidden=16, classifier_hidden=16, x_decoder_channels=4, batch_size=8, epochs=50,
+                  predictor_hidden=16, classifier_hidden=16, x_decoder_channels=4, batch_size=8, steps=420, val_every=60,
                   augment=False, patience=100, lr=3e-3, num_raters=3)
     return ProSegConfig(**{**values, **overrides})
 
 
 def trained_holdout(tmp_path_factory: pytest.TempPathFactory) -> Holdout:
-    """The shared model (trained on first use in this session: 96 images, 50 epochs)."""
+    """The shared model (trained on first use in this session: 96 images, 420 steps)."""
     if "holdout" not in _TRAINED:
         slices, _ = make_synthetic(num_images=96, image_size=IMAGE_SIZE, seed=5)
         keep = [rater for rater in range(len(slices.raters)) if rater != HELD_OUT]

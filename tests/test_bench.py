@@ -39,11 +39,14 @@ def test_bench_reports_every_case_and_target():
     assert {"batched_seconds", "batched_images_per_s", "loop_seconds_per_image", "speedup", "max_difference",
             "batched_peak_gib", "loop_peak_gib"} <= result["metrics"].keys()
     assert result["metrics"]["max_difference"] < 1e-9
+    backbones = result["backbones"]
+    assert backbones["small_parameters_m"] < 2 < 20 < backbones["resnet34_parameters_m"]
+    assert backbones["resnet34_slowdown"] == backbones["resnet34_step_s"] / backbones["small_step_s"]
     assert [row["metric"] for row in result["targets"]] == [
         "training.overhead", "training.train_images_per_s", "training.fit_peak_gib", "sampling.speedup",
         "sampling.prior_seconds", "metrics.batched_seconds"]
     text = report(result)
-    assert "SVI step" in text and "targets" in text and "overhead" in text
+    assert "SVI step" in text and "targets" in text and "overhead" in text and "ResNet-34 U-Net" in text
 
 
 def test_bench_command_writes_json(tmp_path):

@@ -11,7 +11,8 @@ import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
 import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
-from proseg_pyro.compare import (ALL_METHODS, compare, consensus_predictions, paired_test, parse_methods)
+from proseg_pyro.compare import (ALL_METHODS, MethodResult, compare, consensus_predictions, holm, over_seeds, paired_test,
+                                 parse_methods)
 from proseg_pyro.errors import ConfigError
 
 from .conftest import tiny_config
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def compared(tiny_set, tmp_path_factory):
     slices, truth = tiny_set
-    config = tiny_config(epochs=1, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=list(slices.raters))
     out = tmp_path_factory.mktemp("compare")
     methods = ["proseg", "cm_global", "majority_vote", "staple"]
     return compare(slices, config, methods, out, num_samples=4, truth=truth, progress=False, log=lambda _: None), \
@@ -68,7 +69,7 @@ def test_compare_scores_every_method_beside_the_oracle(compared):
         assert set(result.rows) == {"personalised", "prior"}
         assert all(len(values) == images for row in result.per_image.values() for values in row.values())
         assert np.array(result.prediction_distances).shape == (4, 4)
-    # the oracle draws fresh annotations from the true raters: it beats a 1-epoch model
+    # the oracle draws fresh annotations from the true raters: it beats a 2-step model
     assert comparison.results["oracle"].rows["personalised"]["dice_mean"] > \
         comparison.results["proseg"].rows["personalised"]["dice_mean"]
     assert set(comparison.tests) == {"cm_global", "majority_vote", "staple", "oracle"}
@@ -101,7 +102,7 @@ def test_compare_reuses_finished_runs(compared):
 def test_compare_command_writes_markdown_and_json(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
     result = CliRunner().invoke(cli, [
-        "compare", "--images", "24", "--image-size", "16", "--epochs", "1", "--samples", "4", "--device", "cpu",
+        "compare", "--images", "24", "--image-size", "16", "--steps", "2", "--samples", "4", "--device", "cpu",
         "--methods", "cm_pixel,majority_vote", "--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "cm_pixel" / "best.pt").is_file()
@@ -116,15 +117,52 @@ def test_compare_command_rejects_bad_input(tmp_path):
     assert mixed.exit_code == 2 and "--images" in mixed.output
     few = CliRunner().invoke(cli, ["compare", "--images", "20", "--image-size", "16", "--samples", "3",
                                    "--out", str(tmp_path / "few")])
-    assert few.exit_code == 2 and "at least 4 samples" in few.output and not (tmp_path / "few").exists()
+    assert few.exit_code == 2 and "at least 4 samples" in few.output
+    # the folder was created, probed and locked before any work; nothing else was written into it
+    assert [path.name for path in (tmp_path / "few").iterdir()] == [".lock"]
 
 
 def test_train_command_trains_a_compared_method(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
-    result = CliRunner().invoke(cli, ["train", "--method", "cm_global", "--epochs", "1", "--image-size", "16",
+    result = CliRunner().invoke(cli, ["train", "--method", "cm_global", "--steps", "2", "--image-size", "16",
                                       "--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run"),
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert read_checkpoint(tmp_path / "run" / "best.pt")["method"] == "cm_global"
     refused = CliRunner().invoke(cli, ["train", "--method", "staple", "--out", str(tmp_path / "no")])
     assert refused.exit_code == 2 and "staple" in refused.output
+
+
+def test_holm_adjusts_by_rank_and_keeps_the_order():
+    # sorted 0.01, 0.02, 0.04 of m = 3: x3, x2, x1 -> 0.03, 0.04, 0.04 (made non-decreasing)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, float("nan"), 0.6]) == pytest.approx([1.0, float("nan"), 1.0], nan_ok=True)
+
+
+def test_over_seeds_gives_means_and_spreads():
+    def result(value: float) -> MethodResult:
+        row = {"ged": value, "dice_soft": value, "dice_max": value, "dice_match": value, "dice_mean": value,
+               "dice_rater": [value, 2 * value]}
+        per_image = {"personalised": {"ged": [value, value]}}
+        return MethodResult("trained", {"personalised": row}, per_image, [[0.0, value], [value, 0.0]], 10.0, 0.5)
+
+    merged = over_seeds([result(0.2), result(0.4), result(0.6)])
+    assert merged.rows["personalised"]["ged"] == pytest.approx(0.4)
+    assert merged.rows["personalised"]["dice_rater"] == pytest.approx([0.4, 0.8])
+    assert merged.spread["personalised"]["ged"] == pytest.approx(0.2)  # sample sd of 0.2, 0.4, 0.6
+    assert merged.per_image["personalised"]["ged"] == pytest.approx([0.4, 0.4])
+    assert merged.train_seconds == 30.0 and merged.empty_share == 0.5
+
+
+def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed(tiny_set, tmp_path):
+    slices, _ = tiny_set
+    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    comparison = compare(slices, config, ["unet_pooled"], tmp_path, num_samples=4, progress=False,
+                         log=lambda _: None, seeds=[0, 1], lr_grid=[1e-5, 3e-3])
+    result = comparison.results["unet_pooled"]
+    assert set(result.lr_scores) == {"1e-05", "0.003"}
+    assert result.lr == max((float(rate) for rate in result.lr_scores), key=lambda rate: result.lr_scores[f"{rate:g}"])
+    assert result.seeds == [0, 1] and set(result.spread) == {"personalised", "prior"}
+    for run in ("lr1e-05_seed0", "lr0.003_seed0", f"lr{result.lr:g}_seed1"):
+        assert (tmp_path / "unet_pooled" / run / "best.pt").is_file()
+    assert " +- " in comparison.markdown() and "seeds 0, 1" in comparison.markdown()

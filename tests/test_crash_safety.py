@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # --- atomic writes ----------------------------------------------------------------------------------
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "last.pt"
-    save_checkpoint(target, method="proseg", config={}, model={}, guide={}, epoch=1)
+    save_checkpoint(target, method="proseg", config={}, model={}, guide={}, step=1)
 
     def crash(content, path):
         Path(path).write_bytes(b"half a checkpoint")
@@ -45,8 +45,8 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
     with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch, "save", crash)
-        save_checkpoint(target, method="proseg", config={}, model={}, guide={}, epoch=2)
-    assert read_checkpoint(target)["epoch"] == 1
+        save_checkpoint(target, method="proseg", config={}, model={}, guide={}, step=2)
+    assert read_checkpoint(target)["step"] == 1
     assert [path.name for path in tmp_path.iterdir()] == ["last.pt"]
 
 
@@ -61,10 +61,10 @@ def test_corrupt_dataset_cache_is_rebuilt(tmp_path):
     slices, _ = make_synthetic(num_images=6, image_size=16, seed=0)
     manifest = write_manifest_dataset(slices, tmp_path)
     config = tiny_config()
-    first = load_dataset(manifest, config=config)
-    (cache,) = (tmp_path / ".cache").glob("*.npz")
+    first = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("*.npz")
     cache.write_bytes(cache.read_bytes()[:100])  # as if the machine died while it was written in place
-    again = load_dataset(manifest, config=config)
+    again = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again.images, first.images)
     np.testing.assert_array_equal(again.annotations, first.annotations)
 
@@ -74,7 +74,7 @@ def test_corrupt_dataset_cache_is_rebuilt(tmp_path):
 def checkpoint(tiny_set, tmp_path_factory) -> Path:
     slices, _ = tiny_set
     out = tmp_path_factory.mktemp("run")
-    config = tiny_config(epochs=1, num_raters=len(slices.raters), rater_names=slices.raters)
+    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=slices.raters)
     fit(config, slices.split("train"), slices.split("val"), out, progress=False)
     return out / "last.pt"
 
@@ -91,7 +91,7 @@ def test_evaluate_refuses_to_overwrite_without_force(checkpoint, tmp_path):
 
 
 # --- a run killed with SIGKILL resumes to the unbroken result ---------------------------------------
-EPOCHS = 12  # enough that a busy machine cannot finish the run between two looks at last.pt
+NEVER_ENDS = 10_000  # steps of the run to kill: it cannot end before the kill, however busy the machine
 
 
 def _train(data: Path, config: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -104,42 +104,46 @@ def _train(data: Path, config: Path, out: Path, *extra: str) -> subprocess.Popen
 
 
 def _finish(process: subprocess.Popen) -> None:
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=900)  # generous: only a hung run should reach it
     assert process.returncode == 0, output
 
 
-def _epoch_of(path: Path) -> int:
-    """The epoch of the checkpoint at ``path``, -1 while it does not exist; fails if it is corrupt."""
+def _step_of(path: Path) -> int:
+    """The step of the checkpoint at ``path``, -1 while it does not exist; fails if it is corrupt."""
     try:
-        return read_checkpoint(path)["epoch"]
+        return read_checkpoint(path)["step"]
     except CheckpointError as err:
         if path.exists():
             raise AssertionError(f"{path} is corrupt: {err}") from None
         return -1
 
 
-def test_sigkill_mid_epoch_then_resume_equals_an_unbroken_run(tmp_path):
+def test_sigkill_mid_run_then_resume_equals_an_unbroken_run(tmp_path):
+    """Killed at whatever step it has reached once step 1 is saved, the run resumes (to a few steps
+    past the kill) to the same weights and losses as a run never killed. The kill waits for the run's
+    own progress, not for a time, so a busy machine changes only where it lands. (A constant rate:
+    a longer budget then changes no step's computation.)"""
     slices, _ = make_synthetic(num_images=40, image_size=16, seed=0)
     data = write_manifest_dataset(slices, tmp_path / "data")
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(tiny_config(epochs=EPOCHS, augment=True).to_dict()))
-    unbroken = _train(data, config, tmp_path / "unbroken")
+    config.write_text(json.dumps(tiny_config(steps=NEVER_ENDS, val_every=1, augment=True, lr_schedule="constant",
+                                             warmup_steps=0).to_dict()))
     broken = _train(data, config, tmp_path / "broken")
     last = tmp_path / "broken" / "last.pt"
     try:
-        while _epoch_of(last) < 1:  # every look at last.pt while it is being rewritten must load
+        while _step_of(last) < 1:  # every look at last.pt while it is being rewritten must load
             assert broken.poll() is None, broken.communicate()[0]
             time.sleep(0.005)
         broken.send_signal(signal.SIGKILL)
-        assert broken.wait(timeout=30) == -signal.SIGKILL
+        assert broken.wait(timeout=900) == -signal.SIGKILL
     finally:
         broken.kill()
-    stopped_at = _epoch_of(last)
-    assert 1 <= stopped_at < EPOCHS - 1, "the run finished before it could be killed"
-    _finish(_train(data, config, tmp_path / "broken", "--resume"))
+    steps = _step_of(last) + 3  # the resumed run goes on for two validations more
+    unbroken = _train(data, config, tmp_path / "unbroken", "--steps", str(steps))
+    _finish(_train(data, config, tmp_path / "broken", "--resume", "--steps", str(steps)))
     _finish(unbroken)
     resumed, reference = read_checkpoint(last), read_checkpoint(tmp_path / "unbroken" / "last.pt")
-    assert resumed["epoch"] == reference["epoch"] == EPOCHS - 1
+    assert resumed["step"] == reference["step"] == steps - 1
     assert same_weights(resumed, reference)
     losses = lambda content: [(row["train_loss"], row["val_loss"]) for row in content["history"]]  # noqa: E731
     assert losses(resumed) == losses(reference)
@@ -178,8 +182,8 @@ POISONS = {"nan-loss": lambda loss: loss * float("nan"), "nan-gradient": _NanGra
 def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tiny_set, tmp_path, monkeypatch, poison):
     slices, _ = tiny_set
     train, val = slices.split("train"), slices.split("val")
-    # One batch per epoch: a poisoned step is an epoch's last, right before its checkpoint.
-    config = tiny_config(epochs=4, batch_size=len(train), num_raters=len(slices.raters), rater_names=slices.raters)
+    # A validation after every step: a poisoned step comes right before a checkpoint.
+    config = tiny_config(steps=4, val_every=1, num_raters=len(slices.raters), rater_names=slices.raters)
     build, poisoned = train_module.build, []
 
     def build_poisoned(*args, **kwargs):
@@ -187,14 +191,14 @@ def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tiny_set, 
         poisoned.append(_Poisoned(elbo, poison))
         return model, guide, poisoned[-1]
 
-    def arm_after_first_epoch(row: dict) -> None:
+    def arm_after_first_step(row: dict) -> None:
         poisoned[-1].armed = True
 
     monkeypatch.setattr(train_module, "build", build_poisoned)
-    with pytest.raises(TrainingError, match="at epoch 1; the last good checkpoint is kept") as error:
-        fit(config, train, val, tmp_path, progress=False, on_epoch=arm_after_first_epoch)
+    with pytest.raises(TrainingError, match="at step 1; the last good checkpoint is kept") as error:
+        fit(config, train, val, tmp_path, progress=False, on_validation=arm_after_first_step)
     assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
     for name in ("best.pt", "last.pt"):
-        assert read_checkpoint(tmp_path / name)["epoch"] == 0
+        assert read_checkpoint(tmp_path / name)["step"] == 0
         model, guide, _ = load_checkpoint(tmp_path / name)
         assert all(torch.isfinite(p).all() for p in [*model.parameters(), *guide.parameters()])

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def runs(tiny_set, tmp_path_factory):
-    """Checkpoints of three runs: two with seed 0, one with seed 1 (augmentation on, 2 epochs)."""
+    """Checkpoints of three runs: two with seed 0, one with seed 1 (augmentation on, 6 steps, 2 validations)."""
     slices, _ = tiny_set
     train, val = slices.split("train"), slices.split("val")
     out = {}

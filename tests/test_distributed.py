@@ -31,15 +31,15 @@ def _train_rank(config: ProSegConfig, train: SliceSet, val: SliceSet, out: Path)
 
 @pytest.fixture(scope="module")
 def runs(tiny_set, tmp_path_factory):
-    """last.pt of one process and of two, on 13 training slices in batches of 4 (the last batch of
-    each epoch holds one image, so one rank has none), with augmentation and validation.
+    """last.pt of one process and of two, on 13 training slices in batches of 3 (the ranks' shards
+    differ in size), with augmentation and two validations.
 
     The gradients agree to float summation order (~1e-6 relative); Adam turns such differences in
     near-zero gradients into steps of up to ``lr``, so the run uses the paper's lr 1e-4.
     """
     slices, _ = tiny_set
     train, val = slices.split("train").select(range(13)), slices.split("val")
-    config = tiny_config(epochs=2, batch_size=4, lr=1e-4, augment=True, num_raters=len(slices.raters),
+    config = tiny_config(steps=4, val_every=2, batch_size=3, lr=1e-4, augment=True, num_raters=len(slices.raters),
                          rater_names=slices.raters)
     single, parallel = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("ddp")
     fit(config, train, val, single, progress=False)
@@ -49,7 +49,7 @@ def runs(tiny_set, tmp_path_factory):
 
 def test_two_processes_end_with_the_parameters_of_one(runs):
     single, parallel = runs
-    assert parallel["epoch"] == single["epoch"] == 1
+    assert parallel["step"] == single["step"] == 3
     for part in ("model", "guide"):
         assert parallel[part].keys() == single[part].keys()
         for name, value in single[part].items():
@@ -87,12 +87,12 @@ def test_image_noise_draws_each_image_alike_in_any_batch():
 
 
 def test_train_command_with_ddp_starts_local_ranks(tmp_path):
-    argv = ["train", "--ddp", "--nproc", "2", "--epochs", "1", "--image-size", "16", "--device", "cpu",
+    argv = ["train", "--ddp", "--nproc", "2", "--steps", "2", "--image-size", "16", "--device", "cpu",
             "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, argv, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert result.output.count("best epoch 0") == 1
-    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 0
+    assert result.output.count("best step 1") == 1
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 1
 
 
 def _train_one_rank(config: ProSegConfig, train: SliceSet, out: Path) -> None:
@@ -107,7 +107,7 @@ def _train_one_rank(config: ProSegConfig, train: SliceSet, out: Path) -> None:
 def test_a_group_of_one_rank_trains_like_no_group(tiny_set, tmp_path):
     """DDP over a single rank (as on a one-GPU machine) changes nothing."""
     slices, _ = tiny_set
-    config = tiny_config(epochs=1, batch_size=4, num_raters=len(slices.raters))
+    config = tiny_config(steps=2, batch_size=4, num_raters=len(slices.raters))
     train = slices.split("train").select(range(8))
     fit(config, train, None, tmp_path / "plain", progress=False)
     distributed.spawn(_train_one_rank, 1, config, train, tmp_path / "group")

@@ -37,14 +37,18 @@ def enrolled(holdout):
 
 def test_enrolling_a_known_rater_again_recovers_its_style(holdout):
     """The mechanism: the tight rater enrolled under a new name from 10 of its annotations predicts
-    its test annotations as well as its trained q(tau | r) does, far better than the other styles."""
+    its test annotations as well as its trained q(tau | r) does, far better than the other styles.
+
+    The Dice values are means over samples: with 16 samples their noise (about 0.01 on 15 images)
+    was as large as the gap to the margin (0.025 to 0.047 over three seeds), with 128 the margin
+    over the closest other style ran from 0.032 to 0.040 over six seeds."""
     model, guide, _ = holdout.load()
     train, test = holdout.known.split("train"), holdout.known.split("test")
     result = enrol(model, guide, torch.as_tensor(train.images[:ENROL_IMAGES]),
                    torch.as_tensor(train.annotations[:ENROL_IMAGES, 0]), "tight again", steps=150)
     torch.manual_seed(0)
     dice = style_dice(result.model, result.guide, torch.as_tensor(test.images),
-                      torch.as_tensor(test.annotations[:, 0]), list(range(4)), num_samples=16)
+                      torch.as_tensor(test.annotations[:, 0]), list(range(4)), num_samples=128)
     assert dice[3] > dice[0] - 0.03 and dice[3] > max(dice[1:3]) + 0.03, dice
 
 
@@ -90,7 +94,7 @@ def test_enrolment_fits_only_the_new_raters_tau_and_offset(holdout, enrolled):
 def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolled, tmp_path):
     _, _, result, _ = enrolled
     save_checkpoint(tmp_path / "new.pt", method="proseg", config=result.config.to_dict(),
-                    model=result.model.state_dict(), guide=result.guide.state_dict(), epoch=0, metrics={})
+                    model=result.model.state_dict(), guide=result.guide.state_dict(), step=0, metrics={})
     loaded_model, loaded_guide, config = load_checkpoint(tmp_path / "new.pt")
     assert config.enrolled_raters == ["generous"] and config.num_raters == 3
     assert torch.equal(loaded_model.enrolled_offsets, result.model.enrolled_offsets)
@@ -134,6 +138,18 @@ def test_enrol_command_adds_the_rater_and_sample_uses_it(holdout, tmp_path):
                                   "--out", str(tmp_path / "out"), "--rater", "generous", "--samples", "2"])
     assert sampled.exit_code == 0, sampled.output
     assert (tmp_path / "out" / "rater-generous_mask.nii.gz").is_file()
+
+
+def test_enrol_command_takes_a_checkpoint_without_metrics(holdout, tmp_path):
+    content = torch.load(holdout.checkpoint, weights_only=True)
+    bare = {key: value for key, value in content.items() if key not in ("metrics", "epoch")}
+    save_checkpoint(tmp_path / "bare.pt", **{key: value for key, value in bare.items() if key != "format"})
+    subset = holdout.slices.select(np.flatnonzero(np.array(holdout.slices.splits) == "train")[:4])
+    manifest = write_manifest_dataset(subset, tmp_path / "data")
+    result = CliRunner().invoke(cli, ["enrol", str(tmp_path / "bare.pt"), "--data", str(manifest), "--rater",
+                                      "generous", "--out", str(tmp_path / "new.pt"), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert set(torch.load(tmp_path / "new.pt", weights_only=True)["metrics"]["enrolled"]) == {"generous"}
 
 
 def test_a_second_enrolment_keeps_the_first_raters_offset(holdout, enrolled):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TINY = ["--image-size", "16", "--images", "24", "--epochs", "1", "--samples", "4", "--width", "8"]
+TINY = ["--image-size", "16", "--images", "24", "--steps", "2", "--samples", "4", "--width", "8"]
 
 
 def _load(name: str):

@@ -7,6 +7,7 @@ from matplotlib.image import imread
 
 import proseg_pyro.cli.figures  # noqa: F401  (registers the command)
 from proseg_pyro.cli.main import cli
+from proseg_pyro.data.export import write_manifest_dataset
 from proseg_pyro.figures import distance_histograms, make_figures, pca_2d, sample_grid, tsne_2d
 
 from .holdout import holdout_fixture  # noqa: F401  (fixture)
@@ -32,7 +33,9 @@ def test_make_figures_writes_the_three_figures(holdout, tmp_path):
     model, guide, _ = holdout.load()
     paths = make_figures(model, guide, holdout.slices.split("test"), tmp_path, num_images=3, num_samples=6,
                          grid_samples=2, tau_samples=50)
-    assert set(paths) == {"samples", "distances", "tau"}
+    assert set(paths) == {"samples", "distances", "styles", "tau"}
+    styles = _png(paths["styles"])
+    assert styles.shape[1] > 1.8 * styles.shape[0]  # two matrices side by side
     grid = _png(paths["samples"])
     assert grid.shape[1] > 2 * grid.shape[0]  # 1 + 4 annotations + 3 styles + 2 samples columns, 3 rows
     _png(paths["distances"])
@@ -72,10 +75,13 @@ def test_embeddings_keep_clusters_apart():
 
 
 def test_figures_command(holdout, tmp_path):
-    args = ["figures", str(holdout.checkpoint), "--out", str(tmp_path), "--images", "2", "--samples", "4",
-            "--embedding", "pca"]
+    manifest = write_manifest_dataset(holdout.known, tmp_path / "data")  # the raters the model knows
+    args = ["figures", str(holdout.checkpoint), "--data", str(manifest), "--out", str(tmp_path), "--images", "2",
+            "--samples", "4", "--embedding", "pca"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    other_raters = CliRunner().invoke(cli, [*args[:2], "--out", str(tmp_path / "other"), "--images", "2"])
+    assert other_raters.exit_code == 2 and "do not match last.pt's ['tight', 'ragged', 'core']" in other_raters.output
     for name in ("samples.png", "distances.png", "tau_pca.png"):
         _png(tmp_path / name)
     again = CliRunner().invoke(cli, args)

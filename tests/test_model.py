@@ -103,14 +103,56 @@ def test_masked_slots_ignore_their_annotation_values(batch):
     torch.testing.assert_close(values[0], values[1])
 
 
-def test_kl_weights_scale_both_latents_in_model_and_guide(batch):
-    config = tiny_config(beta_tau=0.25, beta_z=0.5, weight_y=2.0)
+def test_kl_weights_scale_both_latents_in_model_and_guide_per_pixel(batch):
+    """Terms summed over the 16 x 16 pixels are divided by H W (x also by its channel count), the
+    per-slot terms of tau and r are not."""
+    config = tiny_config(beta_tau=0.25, beta_z=0.5, weight_y=2.0, weight_x=3.0, weight_r=0.125)
     model_trace, guide_trace = _traces(config, *batch)
     assert model_trace.nodes["tau"]["scale"] == pytest.approx(0.25)
     assert guide_trace.nodes["tau"]["scale"] == pytest.approx(0.25)
-    assert model_trace.nodes["z"]["scale"] == pytest.approx(0.5)
-    assert guide_trace.nodes["z"]["scale"] == pytest.approx(0.5)
-    assert model_trace.nodes["y"]["scale"] == pytest.approx(2.0)
+    assert model_trace.nodes["z"]["scale"] == pytest.approx(0.5 / 256)
+    assert guide_trace.nodes["z"]["scale"] == pytest.approx(0.5 / 256)
+    assert model_trace.nodes["x"]["scale"] == pytest.approx(3.0 / 256)
+    assert model_trace.nodes["r"]["scale"] == pytest.approx(0.125)
+    assert model_trace.nodes["y"]["scale"] == pytest.approx(2.0 / 256)
+    assert "y_dice" not in model_trace.nodes  # dice_weight 0: the plain likelihood
+
+
+def test_per_pixel_objective_does_not_depend_on_the_image_size():
+    """An image and annotation upsampled 2x (every pixel repeated) with the latent map's mean repeated
+    alike give the same per-pixel terms: the ELBO's pixel parts do not grow with the image."""
+    torch.manual_seed(0)
+    config = tiny_config(image_size=8, depth=1)
+    model = ProSegModel(config).requires_grad_(False)
+    x, y = torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 4, 8, 8))
+    z = torch.zeros(2, 4, config.z_channels, 8, 8)
+    tau = torch.full((2, 4, config.tau_dim), 1 / config.tau_dim)
+    big = lambda t: t.repeat_interleave(2, -1).repeat_interleave(2, -2)  # noqa: E731
+
+    def pixel_terms(x, y, z):
+        trace = poutine.trace(poutine.condition(model, data={"z": z, "tau": tau})).get_trace(x, y)
+        trace.compute_log_prob()
+        return [float(trace.nodes[name]["log_prob"].sum()) for name in ("x", "y", "z")]  # scaled by Pyro
+
+    small, large = pixel_terms(x, y, z), pixel_terms(big(x), big(y), big(z))
+    # the 1x1 predictor sees the same values; the decoder's 3x3 convolutions see blocks, so x differs slightly
+    assert large[1] == pytest.approx(small[1], rel=1e-5) and large[2] == pytest.approx(small[2], rel=1e-5)
+    assert large[0] == pytest.approx(small[0], rel=0.2)
+
+
+def test_dice_factor_adds_the_weighted_soft_dice_per_slot(batch):
+    x, y, mask = batch
+    mask = mask.clone()
+    mask[2, 3] = False
+    config = tiny_config(dice_weight=0.5)
+    model_trace, _ = _traces(config, x, y, mask)
+    model_trace.compute_log_prob()
+    factor = model_trace.nodes["y_dice"]
+    probs = model_trace.nodes["y"]["fn"].base_dist.probs[..., 1]  # (B, R, H, W)
+    truth = y.float()
+    dice = (2 * (probs * truth).sum((-2, -1)) + 1) / (probs.sum((-2, -1)) + truth.sum((-2, -1)) + 1)
+    expected = 0.5 * (dice - 1) * mask
+    torch.testing.assert_close(factor["log_prob"], expected)  # Pyro's log_prob holds the scale and mask
 
 
 @pytest.mark.parametrize("tau_prior,y_likelihood", [("logistic_normal", "categorical"), ("dirichlet", "bernoulli")])
@@ -197,3 +239,30 @@ def test_predictor_backward_copies_no_activation_maps(kernel):
     nodes = _backward_nodes(model.predictor(z, tau))
     assert {"BmmBackward0" if kernel == 1 else "ConvolutionBackward0", "AddmmBackward0", "ReluBackward0"} <= nodes
     assert not {"CopySlices", "AsStridedBackward0"} & nodes, nodes
+
+
+def test_every_rater_starts_with_a_preference_of_its_own():
+    """Seven raters with T = 8: seven different starting concentrations (the first four as the
+    released code: entries a and a + 4)."""
+    start = torch.nn.functional.softplus(ProSegGuide(tiny_config(num_raters=7)).tau_concentration_raw.detach())
+    assert len({tuple(row) for row in start.round(decimals=3).tolist()}) == 7
+    for rater in range(4):
+        assert set(torch.nonzero(start[rater] > 0.5).flatten().tolist()) == {rater, rater + 4}
+
+
+def test_paper_sized_backbone_is_a_resnet34_unet_that_trains():
+    """The ResNet-34 encoder has torchvision's 21.3 M parameters (less its classifier, with GroupNorm's
+    affine weights for BatchNorm's), the whole U-Net ~24 M; ProSeg with it gives a finite ELBO and gradients."""
+    from proseg_pyro.networks import ResNetUNet
+
+    network = ResNetUNet(1, 16)
+    encoder = sum(p.numel() for part in (network.stem, network.stages) for p in part.parameters())
+    assert 21.2e6 < encoder < 21.4e6
+    assert network(torch.randn(2, 1, 64, 96)).shape == (2, 16, 64, 96)
+    config = tiny_config(backbone="resnet34", image_size=32)
+    model, guide = ProSegModel(config), ProSegGuide(config)
+    assert sum(p.numel() for p in guide.backbone.parameters()) > 20e6
+    loss = pyro.infer.Trace_ELBO(max_plate_nesting=2)(model, guide)
+    value = loss(torch.randn(2, 1, 32, 32), torch.randint(0, 2, (2, 4, 32, 32)))
+    value.backward()
+    assert torch.isfinite(value) and all(torch.isfinite(p.grad).all() for p in guide.backbone.parameters())

@@ -77,7 +77,9 @@ class Workspace:
         return self.checkpoint
 
     def train(self, *extra: str) -> list[str]:
-        return ["train", "--data", str(self.data), "--config", str(self.config), "--out", str(self.run),
+        """Training into a new folder, or with ``--resume`` continuing the run."""
+        out = self.run if "--resume" in extra else self.root / "new-run"
+        return ["train", "--data", str(self.data), "--config", str(self.config), "--out", str(out),
                 "--device", "cpu", *extra]
 
     def compare(self, *extra: str) -> list[str]:
@@ -95,9 +97,11 @@ def template(tmp_path_factory) -> Workspace:
     slices, _ = make_synthetic(num_images=40, image_size=16, seed=0)
     data = write_manifest_dataset(slices, root / "data")
     config = root / "tiny.json"
-    config.write_text(json.dumps(tiny_config(epochs=1).to_dict()))
+    config.write_text(json.dumps(tiny_config(steps=2).to_dict()))
     space = Workspace(root, data, config, root / "run")
-    result = CliRunner().invoke(cli, space.train(), catch_exceptions=False)
+    argv = space.train()
+    argv[argv.index("--out") + 1] = str(space.run)
+    result = CliRunner().invoke(cli, argv, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return space
 

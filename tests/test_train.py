@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from proseg_pyro import inference, metrics
+from proseg_pyro import inference, metrics, train
 from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint
 from proseg_pyro.train import fit
 
@@ -17,7 +17,8 @@ TIGHT, GENEROUS = 0, 1  # slots of the built-in styles
 def trained(tiny_set, tmp_path_factory):
     slices, _ = tiny_set
     out = tmp_path_factory.mktemp("trained")
-    config = tiny_config(epochs=40, lr=3e-3, num_raters=len(slices.raters), rater_names=slices.raters)
+    config = tiny_config(steps=160, val_every=40, lr=3e-3, lr_schedule="constant", num_raters=len(slices.raters),
+                         rater_names=slices.raters)
     fit(config, slices.split("train"), slices.split("val"), out, progress=False)
     return load_checkpoint(out / "last.pt")
 
@@ -76,16 +77,56 @@ def test_prior_sampling_is_more_diverse_than_personalised_sampling(trained, tiny
 
 def test_resumed_run_ends_with_the_same_parameters(tiny_set, tmp_path):
     slices, _ = tiny_set
-    config = tiny_config(epochs=3, augment=True, num_raters=len(slices.raters))
+    config = tiny_config(steps=9, val_every=3, augment=True, num_raters=len(slices.raters))
     train, val = slices.split("train"), slices.split("val")
     fit(config, train, val, tmp_path / "unbroken", progress=False)
-    fit(config, train, val, tmp_path / "broken", progress=False, stop_after=1)
-    assert read_checkpoint(tmp_path / "broken" / "last.pt")["epoch"] == 0
+    fit(config, train, val, tmp_path / "broken", progress=False, stop_after=4)
+    assert read_checkpoint(tmp_path / "broken" / "last.pt")["step"] == 2  # the step after it is lost
     fit(config, train, val, tmp_path / "broken", progress=False, resume=True)
     unbroken = read_checkpoint(tmp_path / "unbroken" / "last.pt")
     resumed = read_checkpoint(tmp_path / "broken" / "last.pt")
-    assert resumed["epoch"] == unbroken["epoch"] == 2
+    assert resumed["step"] == unbroken["step"] == 8
     for part in ("model", "guide"):
         for name, value in unbroken[part].items():
             torch.testing.assert_close(resumed[part][name], value, rtol=0, atol=0)
     assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in unbroken["history"]]
+
+
+def test_validation_dice_scores_each_annotated_rater_and_counts_empty_images(monkeypatch):
+    """Image 0: rater 0 hits 2 of its 2 pixels with 2 predicted (Dice 1), rater 1 (not annotated) is
+    skipped; image 1: nothing predicted for an annotation of 1 pixel (Dice 0) and an empty one (1)."""
+    probs = torch.zeros(1, 2, 2, 2, 2)  # (S, B, R, H, W)
+    probs[0, 0, 0, 0] = 0.9
+    labels = torch.zeros(2, 2, 2, 2, dtype=torch.long)
+    labels[0, 0, 0] = 1
+    labels[1, 0, 1, 1] = 1
+    mask = torch.tensor([[True, False], [True, True]])
+
+    class Fixed:
+        personalised = staticmethod(lambda model, guide, x, raters, samples: probs[:, :len(x)].expand(samples, -1, -1, -1, -1))
+
+    class Model:
+        config = tiny_config(num_raters=2)
+
+    monkeypatch.setattr(train, "get_method", lambda name: Fixed)
+    dice, empty = train.validation_dice(Model(), None, (torch.zeros(2, 1, 2, 2), labels, mask), 8, 0)
+    assert dice == pytest.approx((1 + 0 + 1) / 3)
+    assert empty == 0.5
+
+
+def test_a_run_that_predicts_nothing_says_so(monkeypatch, tmp_path):
+    """The log holds each validation's Dice and empty share; the command warns when the best model
+    predicts no foreground on any validation image."""
+    from click.testing import CliRunner
+
+    import proseg_pyro.cli.train  # noqa: F401  (registers the command)
+    from proseg_pyro.cli.main import cli
+
+    monkeypatch.setattr(train, "validation_dice", lambda *args: (0.0, 1.0))
+    tiny_config(steps=2, val_every=1).to_json(tmp_path / "tiny.json")
+    result = CliRunner().invoke(cli, ["train", "--image-size", "16", "--config", str(tmp_path / "tiny.json"),
+                                      "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "predicts no foreground on any validation image" in result.output
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,lr,train_loss,val_loss,val_dice,val_empty,clipped,seconds" and len(rows) == 3

@@ -1,7 +1,8 @@
 """The paper's Table 2 ablations: ProSeg without ``tau`` and ProSeg without ``z``.
 
 Both reuse :class:`~proseg_pyro.model.ProSegModel` and :class:`~proseg_pyro.guide.ProSegGuide` by
-subclassing; every other choice (priors, likelihoods, weights) comes from the same config.
+subclassing; every other choice (priors, likelihoods, weights, the per-pixel objective) comes from
+the same config.
 
 * ``proseg_no_tau``: no rater preference. The rater's style must live in per-rater ``z`` heads
   (``q(z_i | x)`` with one head per rater, whatever the config's ``z_head``); the predictor sees
@@ -21,9 +22,10 @@ from pyro import poutine
 
 from ..config import ProSegConfig
 from ..guide import ProSegGuide
+from ..likelihoods import observe_annotations
 from ..methods import Method
 from ..model import ProSegModel
-from ..networks import SegmentationPredictor, UNet
+from ..networks import SegmentationPredictor, make_backbone
 from .common import annotation_plates, as_observation, in_chunks, random_raters
 
 
@@ -50,14 +52,14 @@ class NoTauModel(ProSegModel):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         c = self.config
-        batch = x.shape[0]
+        batch, pixels = x.shape[0], x.shape[-2] * x.shape[-1]
         with annotation_plates(x, c.num_raters, mask):
-            with poutine.scale(scale=c.beta_z):
+            with poutine.scale(scale=c.beta_z / pixels):
                 z = pyro.sample("z", self.z_prior(*x.shape[-2:]))
-            with poutine.scale(scale=c.weight_x):
+            with poutine.scale(scale=c.weight_x / (x.shape[-3] * pixels)):
                 pyro.sample("x", self.x_likelihood(z), obs=x.unsqueeze(1).expand(batch, c.num_raters, *x.shape[1:]))
-            with poutine.scale(scale=c.weight_y):
-                return pyro.sample("y", self.y_likelihood(self.no_tau(z), z), obs=as_observation(y, x))
+            return observe_annotations("y", self.y_family, self.y_likelihood(self.no_tau(z), z), as_observation(y, x),
+                                       c.weight_y, c.dice_weight, pixels)
 
 
 class NoTauGuide(ProSegGuide):
@@ -68,7 +70,8 @@ class NoTauGuide(ProSegGuide):
         del self.tau_concentration_raw
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.beta_z):
+        pixels = x.shape[-2] * x.shape[-1]
+        with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.beta_z / pixels):
             pyro.sample("z", self.z_dist(x))
 
 
@@ -109,7 +112,7 @@ class NoZModel(ProSegModel):
         super().__init__(config)
         c = config
         del self.image_decoder
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
+        self.backbone = make_backbone(c, c.feature_channels)
         self.predictor = SegmentationPredictor(c.feature_channels, c.tau_dim, c.predictor_hidden,
                                                self.y_family.channels(c.num_classes), c.predictor_kernel)
 
@@ -121,8 +124,8 @@ class NoZModel(ProSegModel):
                 tau = pyro.sample("tau", self.tau_prior())
             with poutine.scale(scale=c.weight_r):
                 pyro.sample("r", self.r_likelihood(tau), obs=_rater_ids(x, c.num_raters))
-            with poutine.scale(scale=c.weight_y):
-                return pyro.sample("y", self.y_likelihood(tau, features), obs=as_observation(y, x))
+            return observe_annotations("y", self.y_family, self.y_likelihood(tau, features), as_observation(y, x),
+                                       c.weight_y, c.dice_weight, x.shape[-2] * x.shape[-1])
 
 
 class NoZGuide(ProSegGuide):

@@ -19,7 +19,7 @@ from ..chunks import chunk_sizes
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS
 from ..methods import Method
-from ..networks import UNet
+from ..networks import make_backbone
 
 SAMPLE_BUDGET = 2 ** 25  # tensor elements one chunk of samples may hold
 
@@ -61,7 +61,7 @@ class FeatureModel(PyroModule):
         super().__init__()
         self.config = config
         self.y_family = Y_LIKELIHOODS[config.y_likelihood]
-        self.unet = UNet(config.in_channels, config.feature_channels, config.base_channels, config.depth)
+        self.unet = make_backbone(config, config.feature_channels)
 
 
 class EmptyGuide(PyroModule):

@@ -25,13 +25,12 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
-from ..likelihoods import foreground
-from ..networks import UNet, run_flat
+from ..likelihoods import Y_LIKELIHOODS, foreground, observe_annotations
+from ..networks import make_backbone, run_flat
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 TRACE_WEIGHT = 0.1  # alpha of the trace regulariser
@@ -46,7 +45,7 @@ class ConfusionModel(PyroModule):
         self.config = config
         c = config
         classes, raters = c.num_classes, c.num_raters
-        self.backbone = UNet(c.in_channels, c.feature_channels, c.base_channels, c.depth)
+        self.backbone = make_backbone(c, c.feature_channels)
         self.seg_head = nn.Conv2d(c.feature_channels, classes, 1)
         identity = IDENTITY_LOGIT * torch.eye(classes).expand(raters, classes, classes)
         if pixelwise:
@@ -88,11 +87,12 @@ class ConfusionModel(PyroModule):
         true_probs, cm = self.predict(x)
         probs = torch.einsum("...k,...kj->...j", true_probs, cm)
         trace = torch.diagonal(cm, dim1=-2, dim2=-1).sum(-1)  # (B, R, H, W) or (R, 1, 1)
-        trace = trace.expand(*trace.shape[:-2], *x.shape[-2:]).sum((-2, -1))
-        with annotation_plates(x, self.config.num_raters, mask):
+        trace = trace.expand(*trace.shape[:-2], *x.shape[-2:]).mean((-2, -1))  # per pixel, as ``y``
+        c = self.config
+        with annotation_plates(x, c.num_raters, mask):
             pyro.factor("trace", -TRACE_WEIGHT * trace)
-            with poutine.scale(scale=self.config.weight_y):
-                return pyro.sample("y", dist.Categorical(probs=probs).to_event(2), obs=as_observation(y, x))
+            return observe_annotations("y", Y_LIKELIHOODS["categorical"], dist.Categorical(probs=probs).to_event(2),
+                                       as_observation(y, x), c.weight_y, c.dice_weight, x.shape[-2] * x.shape[-1])
 
 
 METHODS = (

@@ -23,10 +23,10 @@ from __future__ import annotations
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch.func import functional_call
 
 from ..config import ProSegConfig
+from ..likelihoods import observe_annotations
 from ..methods import Method
 from .blocks import ConvEncoder
 from .common import annotation_plates, as_observation, in_chunks, make_plates
@@ -81,9 +81,10 @@ class DPersonaModel(ProbUNetModel):
             bound = (F.binary_cross_entropy(samples.amax(0).clamp(1e-6, 1 - 1e-6), union, reduction="none") +
                      F.binary_cross_entropy(samples.amin(0).clamp(1e-6, 1 - 1e-6), intersection, reduction="none"))
             with plates[0]:
-                pyro.factor("bound", -BOUND_WEIGHT * bound.sum((-2, -1))[:, None])
-        with annotation_plates(x, raters, mask, plates), poutine.scale(scale=self.config.weight_y):
-            pyro.sample("y_persona", self.y_family.dist(persona), obs=as_observation(y, x))
+                pyro.factor("bound", -BOUND_WEIGHT * bound.mean((-2, -1))[:, None])  # per pixel, as ``y``
+        with annotation_plates(x, raters, mask, plates):
+            observe_annotations("y_persona", self.y_family, self.y_family.dist(persona), as_observation(y, x),
+                                self.config.weight_y, self.config.dice_weight, x.shape[-2] * x.shape[-1])
         return self.observe(x, features, prior_z, y, mask, plates)
 
 

@@ -32,6 +32,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
+from ..likelihoods import observe_annotations
 from ..methods import Method
 from ..networks import SegmentationPredictor
 from .common import FeatureModel, annotation_plates, as_observation, in_chunks, make_plates, random_raters
@@ -62,11 +63,13 @@ class PiononoModel(FeatureModel):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         plates = make_plates(x, self.config.num_raters)
-        with plates[1]:
+        c, pixels = self.config, x.shape[-2] * x.shape[-1]
+        with plates[1], poutine.scale(scale=1 / pixels):  # the objective per pixel, as ProSeg's
             z = pyro.sample("z", dist.Normal(self.anchor, PRIOR_SCALE).expand((LATENT_DIM,)).to_event(1))  # (R, D)
         logits = self.head(self.unet(x).unsqueeze(1), z)  # (B, R, H, W, K_out)
-        with annotation_plates(x, self.config.num_raters, mask, plates), poutine.scale(scale=self.config.weight_y):
-            return pyro.sample("y", self.y_family.dist(logits), obs=as_observation(y, x))
+        with annotation_plates(x, c.num_raters, mask, plates):
+            return observe_annotations("y", self.y_family, self.y_family.dist(logits), as_observation(y, x),
+                                       c.weight_y, c.dice_weight, pixels)
 
 
 class PiononoGuide(PyroModule):
@@ -80,13 +83,17 @@ class PiononoGuide(PyroModule):
         self.scale_diag_raw = nn.Parameter(torch.full((raters, LATENT_DIM), _inverse_softplus(PRIOR_SCALE)))
         self.scale_offdiag = nn.Parameter(torch.zeros(raters, LATENT_DIM, LATENT_DIM))
 
+    def rater_parameters(self) -> list[nn.Parameter]:
+        """The per-rater variational parameters of q(z_i) (training takes them at a higher rate)."""
+        return [self.loc, self.scale_diag_raw, self.scale_offdiag]
+
     def z_dist(self) -> dist.Distribution:
         """q(z): batch (R,), event (D,)."""
         scale_tril = torch.tril(self.scale_offdiag, -1) + torch.diag_embed(F.softplus(self.scale_diag_raw) + 1e-3)
         return dist.MultivariateNormal(self.loc, scale_tril=scale_tril)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        with pyro.plate("raters", self.config.num_raters, dim=-1):
+        with pyro.plate("raters", self.config.num_raters, dim=-1), poutine.scale(scale=1 / (x.shape[-2] * x.shape[-1])):
             pyro.sample("z", self.z_dist())
 
 

@@ -27,6 +27,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
+from ..likelihoods import observe_annotations
 from ..methods import Method
 from ..networks import SegmentationPredictor
 from .blocks import GaussianEncoder
@@ -57,12 +58,12 @@ class ProbUNetModel(FeatureModel):
     def observe(self, x: torch.Tensor, features: torch.Tensor, prior: dist.Distribution, y: torch.Tensor | None,
                 mask: torch.Tensor | None, plates: Plates | None = None) -> torch.Tensor:
         """Sites ``z`` and ``y`` given the U-Net ``features`` (B, F, H, W) and ``prior`` p(z | x) (batch (B, 1))."""
-        with annotation_plates(x, self.config.num_raters, mask, plates):
-            with poutine.scale(scale=BETA):
+        c, pixels = self.config, x.shape[-2] * x.shape[-1]
+        with annotation_plates(x, c.num_raters, mask, plates):
+            with poutine.scale(scale=BETA / pixels):  # the objective per pixel, as ProSeg's
                 z = pyro.sample("z", prior)  # (B, R, D)
-            with poutine.scale(scale=self.config.weight_y):
-                return pyro.sample("y", self.y_family.dist(self.fcomb(features.unsqueeze(1), z)),
-                                   obs=as_observation(y, x))
+            return observe_annotations("y", self.y_family, self.y_family.dist(self.fcomb(features.unsqueeze(1), z)),
+                                       as_observation(y, x), c.weight_y, c.dice_weight, pixels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         return self.observe(x, self.unet(x), self.z_prior(x.unsqueeze(1)), y, mask)
@@ -84,7 +85,7 @@ class ProbUNetGuide(PyroModule):
         one_hot = F.one_hot(y.long(), self.config.num_classes).movedim(-1, -3).to(x.dtype)  # (B, R, K, H, W)
         images = x.unsqueeze(1).expand(-1, raters, *x.shape[1:])
         loc, scale = self.posterior_net(torch.cat([images, one_hot], dim=-3))  # (B, R, D)
-        with annotation_plates(x, raters, mask), poutine.scale(scale=BETA):
+        with annotation_plates(x, raters, mask), poutine.scale(scale=BETA / (x.shape[-2] * x.shape[-1])):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 
 from ..config import ProSegConfig
+from ..likelihoods import observe_annotations
 from ..methods import Method
 from ..networks import ConvBlock, run_flat
 from .common import FeatureModel, EmptyGuide, annotation_plates, as_observation, in_chunks
@@ -97,10 +96,12 @@ class TABModel(FeatureModel):
         shared = sample_logits(*(t[:, :1].expand(-1, raters, *t.shape[2:]) for t in params))  # (B, R, H, W, O)
         own = sample_logits(*(t[:, 1:] for t in params))
         observed = as_observation(y, x)
-        with annotation_plates(x, raters, mask), poutine.scale(scale=self.config.weight_y):
-            pyro.sample("y_global", self.y_family.dist(shared), obs=observed)
-            with poutine.scale(scale=RATER_WEIGHT):
-                return pyro.sample("y", self.y_family.dist(own), obs=observed)
+        c, pixels = self.config, x.shape[-2] * x.shape[-1]
+        with annotation_plates(x, raters, mask):
+            observe_annotations("y_global", self.y_family, self.y_family.dist(shared), observed, c.weight_y,
+                                c.dice_weight, pixels)
+            return observe_annotations("y", self.y_family, self.y_family.dist(own), observed,
+                                       RATER_WEIGHT * c.weight_y, RATER_WEIGHT * c.dice_weight, pixels)
 
 
 def _sample_channels(model: TABModel) -> int:

@@ -12,15 +12,13 @@ config's width and depth) rather than the original's BatchNorm U-Net, trained jo
 """
 from __future__ import annotations
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
 from ..config import ProSegConfig
-from ..likelihoods import Y_LIKELIHOODS
-from ..networks import UNet
+from ..likelihoods import Y_LIKELIHOODS, observe_annotations
+from ..networks import make_backbone
 from .common import EmptyGuide, annotation_plates, as_observation, deterministic_method
 
 
@@ -36,9 +34,9 @@ class DirectSegmentation(PyroModule):
         self.config = config
         self.y_family = Y_LIKELIHOODS[config.y_likelihood]
 
-    def _unet(self) -> UNet:
+    def _unet(self) -> nn.Module:
         c = self.config
-        return UNet(c.in_channels, self.y_family.channels(c.num_classes), c.base_channels, c.depth)
+        return make_backbone(c, self.y_family.channels(c.num_classes))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -49,9 +47,10 @@ class DirectSegmentation(PyroModule):
         return probs.expand(-1, self.config.num_raters, -1, -1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        logits = self.logits(x)
-        with annotation_plates(x, self.config.num_raters, mask), poutine.scale(scale=self.config.weight_y):
-            return pyro.sample("y", self.y_family.dist(logits), obs=as_observation(y, x))
+        c, logits = self.config, self.logits(x)
+        with annotation_plates(x, c.num_raters, mask):
+            return observe_annotations("y", self.y_family, self.y_family.dist(logits), as_observation(y, x),
+                                       c.weight_y, c.dice_weight, x.shape[-2] * x.shape[-1])
 
 
 class PerRaterUNet(DirectSegmentation):

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, read_json
+from ..limits import require_regular_file
 from .images import read_geometry
 from .readers import SPLITS, Case, cases_to_slices, read_channels, read_label, subject_splits
 from .slices import SliceSet
@@ -33,7 +34,7 @@ from .synthetic import make_synthetic
 from .transforms import normalise_slices
 
 RGB_MODES = ("channels", "grey")
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -53,22 +54,19 @@ class Manifest:
         return [file for case in self.cases for file in (*case["image"], *case["annotations"].values())]
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Parse and validate a manifest's structure (files are checked when read)."""
+def read_manifest(path: str | os.PathLike, allow_outside_paths: bool = False) -> Manifest:
+    """Parse and validate a manifest's structure (files are checked when read).
+
+    Every file it names must lie inside the manifest's folder (after following symlinks), unless
+    ``allow_outside_paths``: a manifest from elsewhere cannot make the readers open any file on disk.
+    """
     path = Path(path)
 
     def require(condition: bool, problem: str) -> None:
         if not condition:
             raise DataError(path, problem)
 
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(path, f"cannot read it ({err})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"not valid JSON ({err.msg}, line {err.lineno})") from None
+    values = read_json(path)
     require(isinstance(values, dict), "a manifest must be a JSON object")
     missing = [key for key in ("raters", "classes", "cases") if key not in values]
     require(not missing, f"missing required keys {missing}")
@@ -98,12 +96,28 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         subject, split = entry.get("subject", case_id), entry.get("split", "")
         require(isinstance(subject, str), f"{where}: 'subject' must be a string")
         require(split in ("", *SPLITS), f"{where}: 'split' must be one of {SPLITS}, got {split!r}")
-        cases.append({"id": case_id, "subject": subject, "split": split,
-                      "image": [path.parent / file for file in image],
-                      "annotations": {rater: path.parent / file for rater, file in annotations.items()}})
+        locate = lambda file: _located(path, file, where, allow_outside_paths)  # noqa: E731
+        cases.append({"id": case_id, "subject": subject, "split": split, "image": [locate(file) for file in image],
+                      "annotations": {rater: locate(file) for rater, file in annotations.items()}})
     name = values.get("name", path.stem)
     require(isinstance(name, str), "'name' must be a string")
     return Manifest(path, name, raters, classes, rgb, cases)
+
+
+def _located(manifest: Path, file: str, where: str, allow_outside: bool) -> Path:
+    """``file`` of a manifest's case as a path beside the manifest, refused if it leads outside
+    the manifest's folder (absolute, ``..`` or a symlink out) and ``allow_outside`` is False."""
+    located = manifest.parent / file
+    if allow_outside:
+        return located
+    try:
+        inside = located.resolve().is_relative_to(manifest.parent.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        raise DataError(manifest, f"{where}: cannot resolve {file!r} (a symlink loop?)") from None
+    if not inside:
+        raise DataError(manifest, f"{where}: {file!r} lies outside the dataset folder "
+                                  "(pass --allow-outside-paths to read it anyway)")
+    return located
 
 
 def _is_names(items: Any) -> bool:
@@ -153,56 +167,70 @@ def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig |
 
 
 # --- cache ---------------------------------------------------------------------------------------
-def _user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proseg_pyro"
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/proseg-pyro``, else ``~/.cache/proseg-pyro``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proseg-pyro"
+
+
+def _content_hash(file: Path) -> str | None:
+    """BLAKE2b of a file's bytes (None if it is missing: reading it will then report the problem)."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(require_regular_file(file), "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except DataError:
+        return None
+    return digest.hexdigest()
 
 
 def _fingerprint(files: Iterable[Path]) -> list[list[Any]]:
-    """(path, mtime_ns, size) of every file; folders (DICOM series) expand to their files."""
+    """(path, content hash) of every file; folders (DICOM series) expand to their files."""
     rows = []
     for file in files:
         for item in sorted(p for p in file.rglob("*") if p.is_file()) if file.is_dir() else [file]:
-            stat = item.stat() if item.exists() else None
-            rows.append([str(item.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None])
+            rows.append([str(item.absolute()), _content_hash(item)])
     return rows
 
 
-def _cached(source: Path, files: list[Path], options: dict[str, Any], config: ProSegConfig,
-            build: Callable[[], SliceSet]) -> SliceSet:
-    """``build()``, or its result saved by an earlier call with the same inputs.
+def _cache_folder(folder: Path) -> Path:
+    """``folder`` after refusing a symlinked cache folder: one planted by someone else would send
+    the cache's writes and deletions elsewhere."""
+    if folder.is_symlink():
+        raise DataError(folder, "the cache folder is a symlink; give a real folder (--cache-dir) or --no-cache")
+    return folder
 
-    The key hashes the source's content (manifests), every file's path, mtime and size, the reader
-    options and the preprocessing config. The cache is an .npz in ``.cache/`` beside the source
-    (inside it for folders), else in ``$XDG_CACHE_HOME/proseg_pyro``; older entries of the same
-    source are removed when a new one is written.
+
+def _cached(source: Path, files: list[Path], options: dict[str, Any], config: ProSegConfig,
+            build: Callable[[], SliceSet], folder: Path) -> SliceSet:
+    """``build()``, or its result saved in ``folder`` by an earlier call with the same inputs.
+
+    The key hashes every file's path and content, the reader options and the preprocessing config,
+    so an edited file is read afresh whatever its size and time stamp. Older entries of the same
+    source are removed when a new one is written; a cache that cannot be written is warned about.
     """
     key_parts = {"version": CACHE_VERSION, "options": options, "files": _fingerprint(files),
-                 "config": [config.image_size, config.resize, config.intensity, config.spacing],
-                 "content": hashlib.sha256(source.read_bytes()).hexdigest() if source.suffix == ".json" else ""}
+                 "config": [config.image_size, config.resize, config.intensity, config.spacing]}
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
-    prefix = f"{source.name}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
-    folders = [(source if source.is_dir() else source.parent) / ".cache", _user_cache_dir()]
-    for folder in folders:
-        slices = _read_cache(folder / f"{prefix}-{key[:24]}.npz")
-        if slices is not None:
-            return slices
+    prefix = f"{source.name}-{hashlib.sha256(str(source.absolute()).encode()).hexdigest()[:8]}"
+    entry = _cache_folder(folder) / f"{prefix}-{key[:24]}.npz"
+    slices = _read_cache(entry)
+    if slices is not None:
+        return slices
     slices = build()
-    for folder in folders:
-        try:
-            _write_cache(folder / f"{prefix}-{key[:24]}.npz", slices)
-        except OSError:
-            continue
-        for stale in folder.glob(f"{prefix}-*.npz"):
-            if stale.name != f"{prefix}-{key[:24]}.npz":
-                stale.unlink(missing_ok=True)
-        break
-    else:
-        warnings.warn(f"could not write a cache for {source} in {folders[0]} or {folders[1]}")
+    try:
+        _write_cache(entry, slices)
+    except OSError as err:
+        warnings.warn(f"could not write a cache for {source} in {folder}: {err.strerror or err}")
+        return slices
+    for stale in folder.glob(f"{prefix}-*.npz"):
+        if stale.name != entry.name:
+            stale.unlink(missing_ok=True)
     return slices
 
 
 def _read_cache(file: Path) -> SliceSet | None:
-    if not file.is_file():
+    if file.is_symlink() or not file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as data:
@@ -226,7 +254,8 @@ def _write_cache(file: Path, slices: SliceSet) -> None:
 # --- entry point ---------------------------------------------------------------------------------
 def load_dataset(source: str | os.PathLike, split: str | None = None, config: ProSegConfig | None = None, *,
                  rank_raters: str = "area", fold: int = 0, num_images: int = 240, seed: int = 0,
-                 cache: bool = True, whole: bool = False) -> SliceSet:
+                 cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                 allow_outside_paths: bool = False, whole: bool = False) -> SliceSet:
     """Load a dataset as preprocessed 2D slices (all splits, or only ``split``).
 
     ``source``: a manifest (``.json``), a LIDC-style pickle (``.pkl``, ``.pickle`` or a ``.zip``
@@ -236,7 +265,9 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
     ``image_size``, ``resize``, ``intensity`` and ``spacing`` (default :class:`ProSegConfig`).
     Slices are brought to ``image_size`` (training's form), or with ``whole`` keep their whole field
     of view (evaluation's form; :func:`~proseg_pyro.data.readers.cases_to_slices`). File sources are
-    cached (``cache=False`` rebuilds without reading or writing the cache).
+    cached in ``cache_dir`` (default :func:`default_cache_dir`, never the dataset's folder;
+    ``cache=False`` rebuilds without reading or writing the cache). A manifest's files must lie in
+    its folder unless ``allow_outside_paths``.
 
     Returns a :class:`SliceSet`: images (S, C, H, W) float32, annotations (S, R, H, W) int64,
     mask (S, R) bool. Bad input raises :class:`DataError` naming the file.
@@ -249,24 +280,25 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
         slices = replace(slices, images=normalise_slices(slices.images, config.intensity))
     else:
         path = Path(source)
-        files, options, build = _plan(path, config, rank_raters, fold, whole)
-        slices = _cached(path, files, options, config, build) if cache else build()
+        files, options, build = _plan(path, config, rank_raters, fold, whole, allow_outside_paths)
+        slices = (_cached(path, files, options, config, build, Path(cache_dir or default_cache_dir())) if cache
+                  else build())
     return slices if split is None else slices.split(split)
 
 
-def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int, whole: bool
+def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int, whole: bool, allow_outside_paths: bool
           ) -> tuple[list[Path], dict[str, Any], Callable[[], SliceSet]]:
     """The files a source depends on, its reader options, and how to read it."""
     from .formats import ReadOptions, detect
 
-    fmt, options = detect(path), ReadOptions(config, rank_raters, fold, whole)
+    fmt, options = detect(path), ReadOptions(config, rank_raters, fold, whole, allow_outside_paths)
     key = ({"reader": fmt.name} | ({"rank_raters": rank_raters, "fold": fold} if fmt.name == "lidc" else {})
            | ({"whole": True} if whole else {}))
     return fmt.files(path, options), key, lambda: fmt.read(path, options)
 
 
-def dataset_spacing(source: str | os.PathLike, rank_raters: str = "area", fold: int = 0
-                    ) -> tuple[float, float] | None:
+def dataset_spacing(source: str | os.PathLike, rank_raters: str = "area", fold: int = 0,
+                    allow_outside_paths: bool = False) -> tuple[float, float] | None:
     """The median in-plane (x, y) spacing in mm of a dataset's training cases, or None for a source
     whose files carry no spacing (the built-in set, LIDC pickles, NPC folders)."""
     if isinstance(source, str) and source == "synthetic":
@@ -274,7 +306,8 @@ def dataset_spacing(source: str | os.PathLike, rank_raters: str = "area", fold: 
     from .formats import ReadOptions, detect
 
     path = Path(source)
-    spacings = detect(path).spacings(path, ReadOptions(ProSegConfig(), rank_raters, fold))
+    options = ReadOptions(ProSegConfig(), rank_raters, fold, allow_outside_paths=allow_outside_paths)
+    spacings = detect(path).spacings(path, options)
     if not spacings:
         return None
     return tuple(float(value) for value in np.median(np.asarray(spacings), axis=0))

@@ -5,6 +5,7 @@ trains from memory or from the slice cache does not carry it.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..io_utils import atomic_path
+from ..limits import require_memory, require_regular_file
+from .nifti import is_nifti, nifti_has_nonfinite
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -91,11 +94,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """
     import SimpleITK as sitk
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
+    path = require_regular_file(path, folders=True)
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = _read_dicom_series(path) if path.is_dir() else _read_checked_image(path)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise DataError(path, f"SimpleITK cannot read it ({lines[-1] if lines else 'unknown error'})") from None
@@ -109,11 +110,30 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     return np.moveaxis(array, -1, 1), Geometry.of(image)
 
 
+def _read_checked_image(path: Path) -> sitk.Image:
+    """The image at ``path``, after its header showed real pixels that fit the memory budget."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise DataError(path, f"{pixel} pixels are not supported (real-valued images only)")
+    voxels = math.prod(reader.GetSize()) * reader.GetNumberOfComponents()
+    require_memory(voxels * (np.dtype(np.float64).itemsize + np.dtype(np.float32).itemsize), path,
+                   f"reading an image of {reader.GetSize()} voxels")
+    image = reader.Execute()
+    if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK reads these voxels as 0
+        raise DataError(path, "image contains NaN or Inf values")
+    return image
+
+
 def read_geometry(path: str | os.PathLike) -> Geometry:
     """The :class:`Geometry` of an image file from its header alone (a DICOM folder is read whole)."""
     import SimpleITK as sitk
 
-    path = Path(path)
+    path = require_regular_file(path, folders=True)
     if path.is_dir():
         return read_image(path)[1]
     reader = sitk.ImageFileReader()

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
+from ..limits import check_archive_size, require_memory, require_regular_file
 from .images import Geometry, read_image
 from .preprocess import Preprocess
 from .slices import SliceSet
@@ -122,12 +123,17 @@ def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str]
     """
     preprocess = Preprocess.of(config or ProSegConfig())
     images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
+    held = 0  # bytes of the slices read so far
     for case in cases:
         if whole:
             prepared = preprocess.forward(case.images, case.geometry, case.labels)
             image, label = prepared.images, prepared.labels
         else:
             image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
+        # images float32 and labels int64, held twice while the cases are stacked
+        held += len(image) * image.shape[-2] * image.shape[-1] * (4 * image.shape[1] + 8 * len(raters))
+        require_memory(2 * held, source, f"{len(subjects) + len(image)} slices of up to "
+                                         f"{image.shape[-1]}x{image.shape[-2]}")
         if images and image.shape[1] != images[0].shape[1]:
             raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
                                     f"earlier cases {images[0].shape[1]}")
@@ -203,9 +209,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 def read_pickle(path: str | os.PathLike) -> Any:
     """Unpickle a ``.pkl``/``.pickle`` file, or the one pickle inside a ``.zip``, with the restricted
     unpickler (a pickle that needs any other global raises DataError before running any code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    path = require_regular_file(path)
+    check_archive_size(path)
     try:
         if path.suffix.lower() != ".zip":
             with open(path, "rb") as handle:
@@ -281,6 +286,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
             or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
         raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
     try:
+        if any(np.iscomplexobj(array) for array in (record["image"], *record["masks"])):
+            raise TypeError("complex values are not supported")
         image = np.asarray(record["image"], dtype=np.float32)
         masks = [np.asarray(mask, dtype=np.float32) for mask in record["masks"]]
     except (TypeError, ValueError) as err:
@@ -289,6 +296,8 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
         raise DataError(path, f"record {key!r}: expected a 2D image and masks of its shape, got image "
                               f"{image.shape} and masks {[mask.shape for mask in masks]}")
     check_finite(image, path)
+    if not all(np.isfinite(mask).all() for mask in masks):  # a NaN would be thresholded to background
+        raise DataError(path, f"record {key!r}: masks contain NaN or Inf values")
     if image.max() > 1:
         image = image / 255.0
     subject = str(record.get("series_uid", key)).split("_")[0]
@@ -311,14 +320,20 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
 
     path = Path(path)
     label_keys = {slot: f"label_a{slot + 1}" for slot in range(len(NPC_RATERS))}
+    path = require_regular_file(path)
     try:
         with h5py.File(path, "r") as handle:
-            found = {key: handle[key][()] for key in (*NPC_CHANNELS, *label_keys.values()) if key in handle}
+            found = {key: _h5_array(handle, key, path) for key in (*NPC_CHANNELS, *label_keys.values())
+                     if key in handle}
+    except DataError:
+        raise
     except Exception as err:  # damaged bytes make h5py fail in many ways (OSError, RuntimeError, ...)
         raise DataError(path, f"not a readable h5 file ({type(err).__name__}: {err})") from None
     missing = [key for key in NPC_CHANNELS if key not in found]
     if missing:
         raise DataError(path, f"missing image keys {missing} (expected {list(NPC_CHANNELS)})")
+    if any(np.iscomplexobj(array) for array in found.values()):
+        raise DataError(path, "complex values are not supported (real-valued images only)")
     try:
         channels = [np.asarray(found[key], dtype=np.float32) for key in NPC_CHANNELS]
     except (TypeError, ValueError) as err:
@@ -334,6 +349,21 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     for slot, label in raters.items():
         labels[:, slot] = check_labels(label, NPC_CLASSES, path).reshape(labels[:, slot].shape)
     return images, labels, np.isin(np.arange(len(NPC_RATERS)), list(raters))
+
+
+def _h5_array(handle, key: str, path: Path) -> np.ndarray:
+    """Dataset ``key`` of an open h5 file, read only if it is a dataset stored in this file (no
+    links or external storage) whose shape fits the memory budget."""
+    import h5py
+
+    if not isinstance(handle.get(key, getlink=True), h5py.HardLink):
+        raise DataError(path, f"{key!r} is a link; only datasets stored in the file are read")
+    dataset = handle[key]
+    if not isinstance(dataset, h5py.Dataset) or dataset.is_virtual or dataset.external:
+        raise DataError(path, f"{key!r} is not a dataset stored in the file")
+    require_memory(dataset.size * max(dataset.dtype.itemsize, np.dtype(np.float32).itemsize) * 2, path,
+                   f"reading {key!r} of shape {dataset.shape}")
+    return dataset[()]
 
 
 def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None, whole: bool = False) -> SliceSet:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from proseg_pyro.checkpoint import load_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.data.images import Geometry, read_image
+from proseg_pyro.outputs import LOCK_NAME, folder_lock
 from proseg_pyro.predict import Request, predict_folder
 
 from ..holdout import holdout_fixture, write_scan  # noqa: F401  (fixture)
@@ -82,7 +83,7 @@ def test_an_interrupted_run_continues_with_the_cases_left(holdout, scans, tmp_pa
 
     with pytest.raises(KeyboardInterrupt):
         predict_folder(model, guide, scans, out, request, on_case=interrupt_after_seven)
-    assert sorted(path.name for path in out.iterdir()) == finished
+    assert sorted(path.name for path in out.iterdir() if path.name != LOCK_NAME) == finished
     (out / ".partial-case09").mkdir()  # as a kill in the middle of a case leaves it
     (out / ".partial-case09" / "rater-tight_mask.nii.gz").write_bytes(b"half")
     result = predict_folder(model, guide, scans, out, request)
@@ -110,6 +111,14 @@ def test_a_killed_process_is_finished_by_the_next_run(holdout, scans, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"{CASES - len(done)} segmented, {len(done)} already done" in result.output
     assert len(_table(out)) == 3 * CASES  # three raters each
+
+
+def test_a_second_writer_of_the_output_folder_is_refused(holdout, scans, tmp_path):
+    out = tmp_path / "out"
+    with folder_lock(out):
+        result = run("predict", holdout.checkpoint, "-i", scans, "-o", out, "--samples", "2")
+    assert result.exit_code == 2 and "another process" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not list(out.glob("case*"))
 
 
 @pytest.mark.parametrize("problem, message", [

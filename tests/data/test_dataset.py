@@ -3,6 +3,7 @@ export back to files, and the synthetic source."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,25 +106,65 @@ def test_splits_by_subject(tmp_path):
         load_dataset(tmp_path / "manifest.json", split="training")
 
 
-def test_cache_hit_and_invalidation(volume_manifest, monkeypatch):
-    first = load_dataset(volume_manifest, config=CONFIG16)
-    assert list((volume_manifest.parent / ".cache").glob("*.npz"))
+def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("cache")
+    label = volume_manifest.parent / "A.nii"  # uncompressed: an edit keeps its size
+    write_image(label, VOLUMES["A"])
+    volume_manifest.write_text(volume_manifest.read_text().replace('"A.nii.gz"', '"A.nii"'))
+    first = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
+    assert len(list(cache_dir.glob("*.npz"))) == 1
+    assert not (volume_manifest.parent / ".cache").exists()  # nothing is written into the dataset
 
     def fail(*_):
         raise AssertionError("read an image despite the cache")
 
     with monkeypatch.context() as patch:
         patch.setattr(readers_module, "read_image", fail)
-        cached = load_dataset(volume_manifest, config=CONFIG16)
+        cached = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
         np.testing.assert_array_equal(cached.images, first.images)
         np.testing.assert_array_equal(cached.annotations, first.annotations)
         assert (cached.raters, cached.subjects, cached.splits) == (first.raters, first.subjects, first.splits)
         with pytest.raises(AssertionError):  # another preprocessing config is another cache entry
-            load_dataset(volume_manifest, config=ProSegConfig(image_size=32))
-    write_image(volume_manifest.parent / "A.nii.gz", 1 - VOLUMES["A"])  # new content, new mtime/size
-    changed = load_dataset(volume_manifest, config=CONFIG16)
+            load_dataset(volume_manifest, config=ProSegConfig(image_size=32), cache_dir=cache_dir)
+        with pytest.raises(AssertionError):  # no cache: read afresh
+            load_dataset(volume_manifest, config=CONFIG16, cache=False, cache_dir=cache_dir)
+    stamp, size = label.stat(), label.stat().st_size
+    write_image(label, 1 - VOLUMES["A"])  # same size and time stamp, other content
+    assert label.stat().st_size == size
+    os.utime(label, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    changed = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
     np.testing.assert_array_equal(changed.annotations[3, 0, 2:14, 3:13], 1 - VOLUMES["A"][3])
-    assert len(list((volume_manifest.parent / ".cache").glob("*.npz"))) == 1  # stale entries removed
+    assert len(list(cache_dir.glob("*.npz"))) == 1  # stale entries removed
+
+
+def test_a_symlinked_cache_folder_is_refused(volume_manifest, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "precious.npz").write_text("keep")
+    link = tmp_path_factory.mktemp("cache") / "link"
+    link.symlink_to(elsewhere)
+    with pytest.raises(DataError, match="the cache folder is a symlink"):
+        load_dataset(volume_manifest, config=CONFIG16, cache_dir=link)
+    assert [path.name for path in elsewhere.iterdir()] == ["precious.npz"]
+
+
+def test_manifest_paths_stay_in_the_dataset_folder(volume_manifest, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "A.nii.gz"
+    write_image(outside, VOLUMES["A"])
+    values = json.loads(volume_manifest.read_text())
+    for name in ("/", str(outside), f"../{outside.parent.name}/A.nii.gz"):
+        values["cases"][0]["annotations"] = {values["raters"][0]: name}
+        volume_manifest.write_text(json.dumps(values))
+        with pytest.raises(DataError, match="lies outside the dataset folder"):
+            load_dataset(volume_manifest, config=CONFIG16, cache=False)
+    (volume_manifest.parent / "link.nii.gz").symlink_to(outside)
+    values["cases"][0]["annotations"] = {values["raters"][0]: "link.nii.gz"}
+    volume_manifest.write_text(json.dumps(values))
+    with pytest.raises(DataError, match="lies outside the dataset folder"):
+        load_dataset(volume_manifest, config=CONFIG16, cache=False)
+    values["cases"][0]["annotations"] = {values["raters"][0]: str(outside)}
+    volume_manifest.write_text(json.dumps(values))
+    slices = load_dataset(volume_manifest, config=CONFIG16, cache=False, allow_outside_paths=True)
+    assert slices.mask[:, 0].any()
 
 
 def _mismatched_grid(folder: Path) -> str:

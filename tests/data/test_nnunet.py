@@ -81,7 +81,7 @@ def test_a_decathlon_folder_with_one_label_folder_is_one_rater(tmp_path):
 
 def test_a_two_rater_folder_trains_and_evaluates(tmp_path):
     folder = write_nnunet(tmp_path / "Dataset001_Toy")
-    config = tiny_config(num_raters=2, rater_names=["A", "B"], in_channels=2, epochs=2,
+    config = tiny_config(num_raters=2, rater_names=["A", "B"], in_channels=2, steps=4, val_every=2,
                          spacing=list(dataset_spacing(folder)))
     slices = load_dataset(folder, config=config, cache=False)
     fit(config, slices.split("train"), slices.split("val"), tmp_path / "run", progress=False)
@@ -94,7 +94,7 @@ def test_a_two_rater_folder_trains_and_evaluates(tmp_path):
 
 def test_train_records_the_median_spacing_of_the_training_cases(tmp_path):
     folder = write_nnunet(tmp_path / "Dataset001_Toy")
-    (tmp_path / "tiny.json").write_text(json.dumps(tiny_config(epochs=1).to_dict()))
+    (tmp_path / "tiny.json").write_text(json.dumps(tiny_config(steps=2, val_every=2).to_dict()))
     result = CliRunner().invoke(cli, ["train", "--data", str(folder), "--config", str(tmp_path / "tiny.json"),
                                       "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert result.exit_code == 0, result.output

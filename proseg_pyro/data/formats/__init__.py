@@ -23,12 +23,14 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
 class ReadOptions:
     """How to read a dataset: the run's ``config`` (preprocessing), for LIDC pickles how to order
     the raters (``rank_raters`` "area" | "keep") and which ``fold`` (0..3) is the test split, and
-    whether slices keep their ``whole`` field of view (else they are brought to ``image_size``)."""
+    whether slices keep their ``whole`` field of view (else they are brought to ``image_size``);
+    ``allow_outside_paths``: a manifest may name files outside its folder."""
 
     config: ProSegConfig
     rank_raters: str = "area"
     fold: int = 0
     whole: bool = False
+    allow_outside_paths: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,18 @@ def detect(path: str | os.PathLike) -> Format:
 
 
 def _manifest_read(path: Path, options: ReadOptions) -> SliceSet:
-    from ..dataset import load_manifest
-    return load_manifest(path, options.config, options.whole)
+    from ..dataset import load_manifest, read_manifest
+    return load_manifest(read_manifest(path, options.allow_outside_paths), options.config, options.whole)
 
 
 def _manifest_files(path: Path, options: ReadOptions) -> list[Path]:
     from ..dataset import read_manifest
-    return [path, *read_manifest(path).files()]
+    return [path, *read_manifest(path, options.allow_outside_paths).files()]
 
 
 def _manifest_spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
     from ..dataset import read_manifest, training_spacings
-    return training_spacings(read_manifest(path))
+    return training_spacings(read_manifest(path, options.allow_outside_paths))
 
 
 def _lidc_read(path: Path, options: ReadOptions) -> SliceSet:

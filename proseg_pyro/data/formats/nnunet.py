@@ -17,12 +17,12 @@ by ``predict``).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from ...errors import DataError
+from ...io_utils import read_json
 from . import Format, ReadOptions, register
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
@@ -90,10 +90,7 @@ def matches(path: Path) -> bool:
 def _spec(folder: Path) -> tuple[int, list[str], str]:
     """(channels, class names in label order, file ending) from ``dataset.json``."""
     path = folder / "dataset.json"
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(path, f"cannot read it as JSON ({err})") from None
+    values = read_json(path)
     if not isinstance(values, dict):
         raise DataError(path, "must hold a JSON object")
     channel_names = values.get("channel_names", values.get("modality"))
