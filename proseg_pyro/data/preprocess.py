@@ -110,11 +110,27 @@ class Preprocess:
             images, labels, region = self._pad(images, labels)
         return Prepared(images, labels, geometry, model, region, [] if geometry is None else self.notes(geometry))
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of a slice of ``height`` x ``width`` padded to at least ``image_size`` and a
+        multiple of ``multiple``."""
+        return tuple(max(self.image_size, -(-length // self.multiple) * self.multiple) for length in (height, width))
+
+    def output_size(self, shape: tuple[int, ...], geometry: Geometry | None, whole: bool) -> tuple[int, int]:
+        """(height, width) of the slices that a case of ``shape`` (..., H, W) on ``geometry`` becomes:
+        ``image_size`` (training's form, or resize mode), else its whole field of view on the model
+        grid, padded (computed before any array is made)."""
+        if not whole or self.resize == "resize":
+            return self.image_size, self.image_size
+        if geometry is None:
+            return self.padded_size(*shape[-2:])
+        width, height = self.model_geometry(geometry).size[:2]
+        return self.padded_size(height, width)
+
     def _pad(self, images: np.ndarray, labels: np.ndarray | None):
         """Pad (Z, C, H, W) to at least ``image_size`` and a multiple of ``multiple`` on both axes,
         centred, with each slice channel's minimum (labels with background), as training pads."""
         height, width = images.shape[-2:]
-        sizes = [max(self.image_size, -(-length // self.multiple) * self.multiple) for length in (height, width)]
+        sizes = self.padded_size(height, width)
         before = [(size - length) // 2 for size, length in zip(sizes, (height, width))]
         widths = [(0, 0), (0, 0)] + [(b, size - length - b) for b, size, length in zip(before, sizes, (height, width))]
         low = images.min(axis=(-2, -1), keepdims=True)

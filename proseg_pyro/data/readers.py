@@ -125,15 +125,15 @@ def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str]
     images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
     held = 0  # bytes of the slices read so far
     for case in cases:
+        # images float32 and labels int64 at their preprocessed size, held twice while the cases are stacked
+        height, width = preprocess.output_size(case.images.shape, case.geometry, whole)
+        held += len(case.images) * height * width * (4 * case.images.shape[1] + 8 * len(raters))
+        require_memory(2 * held, source, f"{len(subjects) + len(case.images)} slices of {width}x{height}")
         if whole:
             prepared = preprocess.forward(case.images, case.geometry, case.labels)
             image, label = prepared.images, prepared.labels
         else:
             image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
-        # images float32 and labels int64, held twice while the cases are stacked
-        held += len(image) * image.shape[-2] * image.shape[-1] * (4 * image.shape[1] + 8 * len(raters))
-        require_memory(2 * held, source, f"{len(subjects) + len(image)} slices of up to "
-                                         f"{image.shape[-1]}x{image.shape[-2]}")
         if images and image.shape[1] != images[0].shape[1]:
             raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
                                     f"earlier cases {images[0].shape[1]}")
