@@ -13,6 +13,7 @@ from torch.distributions import Categorical, Dirichlet, Normal
 
 from proseg_pyro.fused_normal import normal_log_prob
 from proseg_pyro.guide import ProSegGuide
+from proseg_pyro.likelihoods import soft_dice
 from proseg_pyro.model import ProSegModel
 
 _EVENT = (-3, -2, -1)
@@ -20,9 +21,8 @@ _EVENT = (-3, -2, -1)
 
 def _check_supported(model: ProSegModel) -> None:
     config = model.config
-    if (config.tau_prior, config.y_likelihood, config.dice_weight) != ("dirichlet", "categorical", 0):
-        raise ValueError("the hand-written ELBO covers tau_prior 'dirichlet' with y_likelihood 'categorical' "
-                         "and no Dice factor")
+    if (config.tau_prior, config.y_likelihood) != ("dirichlet", "categorical"):
+        raise ValueError("the hand-written ELBO covers tau_prior 'dirichlet' with y_likelihood 'categorical'")
 
 
 def handwritten_loss(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y: torch.Tensor,
@@ -50,6 +50,8 @@ def handwritten_loss(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y:
         (c.weight_x / (x.shape[-3] * pixels),
          normal_log_prob(x.unsqueeze(1), model.image_decoder(z), zero + c.x_sigma).sum(_EVENT)),
         (c.weight_r, Categorical(logits=model.classifier(tau)).log_prob(torch.arange(raters, device=x.device))),
-        (c.weight_y / pixels, Categorical(logits=model.predictor(z, tau)).log_prob(y).sum((-2, -1))),
     )
+    logits = model.predictor(z, tau)
+    terms += ((c.weight_y / pixels, Categorical(logits=logits).log_prob(y).sum((-2, -1))),
+              (c.dice_weight, soft_dice(logits.softmax(-1), y) - 1))
     return -sum(torch.where(mask, weight * term, 0.0).sum() for weight, term in terms)

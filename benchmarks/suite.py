@@ -91,7 +91,7 @@ def _bench_step(size: BenchSize, device: torch.device) -> dict:
     def training_step() -> float:
         images, labels = augment(x, y, generator=generator)
         return train_step(elbo, optimizer, (images, labels, mask), positions, (0, 1, 0), config.grad_clip,
-                          lambda value, what: None)
+                          lambda value, what: None)[0]
 
     cases = {"pyro": step(lambda: elbo(x, y, mask)),
              "handwritten": step(lambda: handwritten_loss(model, guide, x, y, mask)), "train_step": training_step}

@@ -103,4 +103,6 @@ def read_config(path: Path | None, preset_name: str, **overrides) -> ProSegConfi
     config = preset(preset_name)
     if path is not None:
         config = ProSegConfig.from_json(path, base=config)
+    if overrides.get("steps") is not None and overrides.get("epochs") is None:
+        config = config.replace(epochs=None)  # a budget in steps replaces one in epochs (a preset's, say)
     return config.replace(**{key: value for key, value in overrides.items() if value is not None})

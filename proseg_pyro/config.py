@@ -28,7 +28,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "alpha0": (1e-3, 1e3, False), "alpha_star": (1e-3, 1e3, False), "x_sigma": (1e-3, 1e3, False),
     "concentration_floor": (1e-6, 1e3, False), "lr": (0.0, 1.0, True), "weight_decay": (0.0, 1.0, False),
     "grad_clip": (0.0, 1e6, False), "val_fraction": (0.0, 1.0, False), "foreground_share": (0.0, 1.0, False),
-    "rater_lr_scale": (0.0, 1e4, True),
+    "rater_lr_scale": (0.0, 1e4, True), "tau_init_scale": (1e-2, 1e3, False),
     **{name: (0.0, 1e3, False) for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "dice_weight")}}
 
 
@@ -64,6 +64,7 @@ class ProSegConfig:
     feature_channels: int = 16  # backbone output, full resolution
     z_channels: int = 16
     tau_dim: int = 8
+    tau_init_scale: float = 1.0  # multiplies q(tau | r)'s initial concentrations (higher: less noisy tau at the start)
     predictor_hidden: int = 16
     predictor_kernel: int = 1  # spatial extent of the predictor's first layer on z (1: per-pixel)
     classifier_hidden: int = 32
@@ -87,12 +88,12 @@ class ProSegConfig:
     weight_x: float = 1.0
     weight_r: float = 1e-3
     weight_y: float = 1.0
-    dice_weight: float = 0.0  # soft-Dice pseudo-likelihood factor beside log p(y) (0: none)
+    dice_weight: float = 1.0  # soft-Dice pseudo-likelihood factor beside log p(y) (0: none)
     # optimisation
     lr: float = 1e-3
-    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr: at lr
-    # alone a concentration moves by ~lr a step, too slowly to part the raters' styles in a short run
-    rater_lr_scale: float = 10.0
+    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr (at lr a
+    # concentration moves by ~lr a step; 10x moved QUBIQ's concentrations further but kept no style apart)
+    rater_lr_scale: float = 1.0
     weight_decay: float = 0.0
     batch_size: int = 12
     # the budget: optimiser steps on batches drawn with replacement (or, where epochs is given,

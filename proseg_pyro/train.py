@@ -17,6 +17,7 @@ import csv
 import functools
 import io
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,14 +163,14 @@ def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
 
 def train_step(train_elbo: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
                positions: torch.Tensor, noise: tuple[int, int, int], grad_clip: float,
-               check: Callable[[float, str], None], rank: Rank = Rank(), amp: bool = False) -> tuple[float, bool]:
+               check: Callable[[float, str], None], rank: Rank = Rank(), amp: bool = False) -> tuple[float, float]:
     """One SVI step on a global ``batch`` (images, labels, mask) whose images sit at ``positions``
     (N,) of the batch: this rank's shard through the ELBO with per-image ``noise`` (see
     :func:`elbo_with_image_noise`), backward, gradient clipping (0: none), optimiser step.
 
     ``check(value, what)`` sees the global loss before the backward pass and the gradient norm
-    before the step, and raises to stop. Returns the global loss per image and whether the clip cut
-    the gradient.
+    before the step, and raises to stop. Returns the global loss per image and the gradient's norm
+    before clipping.
     """
     shard, shard_positions = _shard(rank, batch, positions)
     with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=amp):
@@ -184,7 +185,7 @@ def train_step(train_elbo: nn.Module, optimizer: torch.optim.Optimizer, batch: t
     norm = float(nn.utils.clip_grad_norm_(train_elbo.parameters(), grad_clip or math.inf))
     check(norm, "gradient norm")
     optimizer.step()
-    return loss_value, bool(grad_clip) and norm > grad_clip
+    return loss_value, norm
 
 
 def make_optimizer(config: ProSegConfig, elbo: nn.Module, guide: PyroModule) -> torch.optim.Adam:
@@ -276,7 +277,7 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     check = functools.partial(_stop_unless_finite, out_dir=out_dir)
     bar = tqdm(range(start_step, last_step), desc="train", unit="step", disable=not (progress and rank.is_main),
                leave=False)
-    round_loss, round_steps, clipped, tic = 0.0, 0, 0, time.perf_counter()
+    round_loss, norms, tic = 0.0, [], time.perf_counter()
     elbo.train()
     for step in bar:
         lr = learning_rate(config, step, steps)
@@ -286,16 +287,19 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         images, labels, mask = draw_batch(train, config.batch_size, config.image_size, config.foreground_share, draws)
         if augment is not None:
             images, labels = augment(images, labels, generator=draws)
-        loss_value, cut = train_step(train_elbo, optimizer, (images, labels, mask), torch.arange(len(images)),
+        loss_value, norm = train_step(train_elbo, optimizer, (images, labels, mask), torch.arange(len(images)),
                                      (config.seed, step + 1, 0), config.grad_clip,
                                      functools.partial(check, step=step), rank, amp)
-        round_loss, round_steps, clipped = round_loss + loss_value, round_steps + 1, clipped + cut
+        round_loss = round_loss + loss_value
+        norms.append(norm)
         if (step + 1) % config.val_every and step + 1 != steps:
             continue
         elbo.eval()
-        row = {"step": step, "lr": lr, "train_loss": round_loss / round_steps,
+        row = {"step": step, "lr": lr, "train_loss": round_loss / len(norms),
                "val_loss": validation_loss(elbo, val, config.batch_size, config.seed, rank) if val else float("nan"),
-               "val_dice": float("nan"), "val_empty": float("nan"), "clipped": clipped / round_steps}
+               "val_dice": float("nan"), "val_empty": float("nan"),
+               "grad_norm": statistics.median(norms),
+               "clipped": sum(norm > config.grad_clip for norm in norms) / len(norms) if config.grad_clip else 0.0}
         if val:
             row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed)
         row["seconds"] = time.perf_counter() - tic
@@ -322,7 +326,7 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row['val_dice']:.3f}")
         if on_validation is not None:
             on_validation(row)
-        round_loss, round_steps, clipped, tic = 0.0, 0, 0, time.perf_counter()
+        round_loss, norms, tic = 0.0, [], time.perf_counter()
         if stale >= config.patience:
             break
     return result

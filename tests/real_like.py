@@ -25,7 +25,7 @@ def cells_set(num_images: int = 30, size: int = 32, seed: int = 0) -> SliceSet:
             distance = np.hypot(rows - centre[0], columns - centre[1])
             image += 1.2 / (1 + np.exp((distance - radius) / 0.8))  # a cell with a blurred rim
             for rater, scale in enumerate(RATER_SCALES):
-                jitter = rng.normal(0, 0.04 * size)
+                jitter = rng.normal(0, 0.015 * size)
                 annotations[index, rater] |= distance <= max(1.0, radius * scale + jitter)
         image += rng.normal(0, 0.3, (size, size))
         images[index, 0] = (image - image.mean()) / image.std()

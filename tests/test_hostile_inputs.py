@@ -403,11 +403,11 @@ def test_force_replaces_a_run_and_resume_continues_it(space):
     result = CliRunner().invoke(cli, argv, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     replaced = (space.run / "log.csv").read_text().splitlines()
-    assert len(replaced) == 2 and not replaced[1].startswith("0,1,1,1")  # a header and the new run's epoch 0
-    resumed = CliRunner().invoke(cli, space.train("--resume", "--epochs", "2"), catch_exceptions=False)
+    assert len(replaced) == 2 and replaced[1].startswith("1,")  # a header and the new run's validation at step 1
+    resumed = CliRunner().invoke(cli, space.train("--resume", "--steps", "4"), catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.output
     log = (space.run / "log.csv").read_text().splitlines()
-    assert len(log) == 3 and log[:2] == replaced and log[2].startswith("1,")
+    assert len(log) == 3 and log[:2] == replaced and log[2].startswith("3,")
 
 
 # --- the last-resort boundary, for every command --------------------------------------------------

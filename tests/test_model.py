@@ -39,7 +39,7 @@ def test_model_has_the_papers_sites_and_plates(batch):
     config = tiny_config()
     model_trace, guide_trace = _traces(config, *batch)
     sites = _sample_sites(model_trace)
-    assert set(sites) == {"tau", "z", "x", "r", "y"}
+    assert set(sites) == {"tau", "z", "x", "r", "y", "y_dice"}  # y_dice: the soft-Dice factor (dice_weight > 0)
     latent = {name for name, site in sites.items() if not site["is_observed"]}
     assert latent == {"tau", "z"}
     assert isinstance(sites["tau"]["fn"], dist.Dirichlet)
@@ -106,7 +106,7 @@ def test_masked_slots_ignore_their_annotation_values(batch):
 def test_kl_weights_scale_both_latents_in_model_and_guide_per_pixel(batch):
     """Terms summed over the 16 x 16 pixels are divided by H W (x also by its channel count), the
     per-slot terms of tau and r are not."""
-    config = tiny_config(beta_tau=0.25, beta_z=0.5, weight_y=2.0, weight_x=3.0, weight_r=0.125)
+    config = tiny_config(beta_tau=0.25, beta_z=0.5, weight_y=2.0, weight_x=3.0, weight_r=0.125, dice_weight=0.0)
     model_trace, guide_trace = _traces(config, *batch)
     assert model_trace.nodes["tau"]["scale"] == pytest.approx(0.25)
     assert guide_trace.nodes["tau"]["scale"] == pytest.approx(0.25)

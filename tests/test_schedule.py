@@ -27,9 +27,9 @@ def test_warm_up_rises_linearly_then_the_cosine_decays_to_one_percent():
 
 
 def test_poly_and_constant_schedules():
-    poly = tiny_config(lr=2.0, warmup_steps=0, lr_schedule="poly")
-    assert learning_rate(poly, 0, 10) == pytest.approx(2.0)
-    assert learning_rate(poly, 5, 10) == pytest.approx(2.0 * 0.5 ** 0.9)
+    poly = tiny_config(lr=0.5, warmup_steps=0, lr_schedule="poly")
+    assert learning_rate(poly, 0, 10) == pytest.approx(0.5)
+    assert learning_rate(poly, 5, 10) == pytest.approx(0.5 * 0.5 ** 0.9)
     constant = tiny_config(lr=0.5, warmup_steps=0, lr_schedule="constant")
     assert {learning_rate(constant, step, 10) for step in range(10)} == {0.5}
 

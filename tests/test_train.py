@@ -129,4 +129,4 @@ def test_a_run_that_predicts_nothing_says_so(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     assert "predicts no foreground on any validation image" in result.output
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[0] == "step,lr,train_loss,val_loss,val_dice,val_empty,clipped,seconds" and len(rows) == 3
+    assert rows[0] == "step,lr,train_loss,val_loss,val_dice,val_empty,grad_norm,clipped,seconds" and len(rows) == 3
