@@ -104,7 +104,7 @@ class ProSegConfig:
     warmup_steps: int = 50  # linear warm-up of the learning rate
     lr_schedule: str = "cosine"  # "cosine", "poly" or "constant" after the warm-up
     patience: int = 20  # validations without improvement before stopping
-    grad_clip: float = 10.0
+    grad_clip: float = 50.0  # catches spikes: on QUBIQ at 64x64 step norms ran 4-16 (99th percentile 26, max 32)
     val_fraction: float = 0.15
     seed: int = 0
     num_workers: int = 0

@@ -407,7 +407,8 @@ def test_force_replaces_a_run_and_resume_continues_it(space):
     resumed = CliRunner().invoke(cli, space.train("--resume", "--steps", "4"), catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.output
     log = (space.run / "log.csv").read_text().splitlines()
-    assert len(log) == 3 and log[:2] == replaced and log[2].startswith("3,")
+    # validations every 3 steps and at the last: steps 2 and 3
+    assert len(log) == 4 and log[:2] == replaced and log[2].startswith("2,") and log[3].startswith("3,")
 
 
 # --- the last-resort boundary, for every command --------------------------------------------------
