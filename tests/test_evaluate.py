@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score
 
 
@@ -51,3 +52,19 @@ def test_markdown_and_json(tmp_path, tiny_set):
     result.to_json(tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["rows"]["personalised"]["dice_rater"] == pytest.approx([1.0] * 4)
+
+
+def test_dpersona_rows_report_matched_rater_dice():
+    # rater a1 drew 2 pixels, a2 4; the second image's personalised predictions come swapped
+    ann = np.array([[[[1, 1, 0, 0]], [[1, 1, 1, 1]]]] * 2)
+    probs = np.array([[[[0.9, 0.9, 0, 0]], [[0.9, 0.9, 0.9, 0]]],
+                      [[[0.9, 0.9, 0.9, 0]], [[0.9, 0.9, 0, 0]]]], np.float32)
+    slices = SliceSet(np.zeros((2, 1, 1, 4), np.float32), ann, np.ones((2, 2), bool), ["a1", "a2"],
+                      ["background", "lesion"], ["s1", "s2"], ["c1", "c2"])
+    paper, _ = score(slices, Predictions(probs, probs), "paper")
+    released, _ = score(slices, Predictions(probs, probs), "dpersona")
+    # Dice a1: 1 with the 2-pixel, 4/5 with the 3-pixel prediction; a2: 2/3 and 6/7
+    assert paper["personalised"]["dice_rater"] == pytest.approx([(1 + 4 / 5) / 2, (6 / 7 + 2 / 3) / 2])
+    assert released["personalised"]["dice_rater"] == pytest.approx([1, 6 / 7])
+    assert released["personalised"]["dice_mean"] == pytest.approx(released["personalised"]["dice_match"])
+    assert paper["prior"]["dice_rater"] == pytest.approx([1, 6 / 7])  # a set of samples: matched
