@@ -1,7 +1,8 @@
 """Sampling and the paper's metrics over a split, as table rows (personalised and prior).
 
 * personalised: one prediction per rater, the mean of ``num_samples`` draws in that rater's style
-  (tau ~ q(tau | r), z ~ q(z | x)), scored with the fixed pairing (``D_Ai``) and as a set;
+  (tau ~ q(tau | r), z ~ q(z | x)), scored as a set and per rater (``D_Ai``: the fixed pairing,
+  Hungarian-matched under the ``"dpersona"`` convention as in the released evaluation);
 * prior: ``num_samples`` draws with tau* ~ Dir(alpha*), scored as a set (``D_Ai`` Hungarian-matched).
 """
 from __future__ import annotations
@@ -157,7 +158,7 @@ def score_table(slices: SliceSet, predictions: Predictions, convention: str = "p
                                           _volume(probs, index), convention, paired=paired) for _, index in units]
         stacked = {key: np.concatenate([values[key] for values in per_unit]) for key in per_unit[0]}
         row = metrics.summarise(stacked)
-        row["dice_rater"] = row["dice_rater"] if paired else row["dice_rater_matched"]
+        row["dice_rater"] = metrics.table_rater_dice(row, convention, paired)
         row["dice_mean"] = float(np.nanmean(row["dice_rater"]))
         rows[name] = row
         for unit_row, values in zip(unit_rows, per_unit):

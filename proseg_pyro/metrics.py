@@ -1,4 +1,4 @@
-"""The paper's metrics (DESIGN section 5): GED, soft Dice, Dice max/match, per-rater Dice.
+"""The paper's metrics: GED, soft Dice, Dice max/match, per-rater Dice.
 
 Everything rests on one core, :func:`_gram`: the intersections of all pairs of K flattened binary
 masks as one batched matrix product (its diagonal holds the mask sizes). IoU and Dice follow from
@@ -11,9 +11,19 @@ convention      IoU                           Dice
 ``"dpersona"``  I / (U + 1e-8); two empty: 0  (2I + 1e-8) / (|a| + |b| + 1e-8); two empty: 1
 ==============  ============================  ===============================================
 
-``dice_max`` differs too: ``"paper"`` averages over annotations the best prediction's Dice,
-``"dpersona"`` (the released D-Persona/ProSeg code) averages over predictions the best
-annotation's.
+``"dpersona"`` is what the evaluation released with D-Persona and ProSeg (``metrics_set.py``)
+computes; it differs from the paper's text in three more places:
+
+* ``dice_max``: ``"paper"`` averages over annotations the best prediction's Dice, ``"dpersona"``
+  over predictions the best annotation's;
+* the Hungarian pairing minimises the cost ``1 - Dice`` as released (``"paper"`` maximises the
+  Dice), which can pick another of two equally good pairings, so another per-rater Dice;
+* the per-rater Dice of a table (:func:`table_rater_dice`) is always the Hungarian-matched one,
+  personalised predictions included, so its mean equals ``dice_match`` wherever every rater
+  annotated every image; ``"paper"`` pairs prediction i with rater i.
+
+Both include the diagonal in ``d_aa`` and ``d_pp`` (so under ``"dpersona"`` an empty mask is at
+distance 1 from itself) and average per image (per volume for 3D input).
 
 Predictions are binarised ``> 0.5``; annotations must be binary. Inputs may be numpy arrays or
 torch tensors (work runs on the probabilities' device); results are numpy arrays or floats. Bad
@@ -45,6 +55,7 @@ __all__ = [
     "dice_max_from_matrix",
     "dice_match_from_matrix",
     "matched_dice_from_matrix",
+    "table_rater_dice",
     "mean_dice_matrix",
     "expert_distance_matrix",
     "mean_expert_distance",
@@ -214,8 +225,13 @@ def dice_max_from_matrix(
     return float(out) if out.ndim == 0 else out
 
 
-def matched_dice_from_matrix(dice: ArrayLike) -> np.ndarray:
-    """Dice matrix (A, P), P >= A -> (A,): each annotation's Dice with its Hungarian match."""
+def matched_dice_from_matrix(dice: ArrayLike, convention: str = "paper") -> np.ndarray:
+    """Dice matrix (A, P), P >= A -> (A,): each annotation's Dice with its Hungarian match.
+
+    ``"paper"`` maximises the total Dice; ``"dpersona"`` minimises the total of ``1 - Dice`` as the
+    released code does (the same optimum; on a tie the pairing, so the per-rater values, may differ).
+    """
+    _check_convention(convention)
     m = np.asarray(dice, dtype=np.float64)
     if m.ndim != 2:
         raise DataError(None, f"a Dice matrix must have shape (A, P), got {m.shape}")
@@ -225,13 +241,27 @@ def matched_dice_from_matrix(dice: ArrayLike) -> np.ndarray:
             "dice_match needs at least as many predictions as annotations, "
             f"got P={m.shape[1]} < A={m.shape[0]}",
         )
-    rows, cols = linear_sum_assignment(m, maximize=True)
+    if convention == "paper":
+        rows, cols = linear_sum_assignment(m, maximize=True)
+    else:
+        rows, cols = linear_sum_assignment(1 - m)
     return m[rows, cols]  # rows == arange(A) since P >= A
 
 
-def dice_match_from_matrix(dice: ArrayLike) -> float:
+def dice_match_from_matrix(dice: ArrayLike, convention: str = "paper") -> float:
     """Dice match of a Dice matrix (A, P): mean over annotations of the max-total-Dice pairing."""
-    return float(matched_dice_from_matrix(dice).mean())
+    return float(matched_dice_from_matrix(dice, convention).mean())
+
+
+def table_rater_dice(summary: dict[str, float | list[float]], convention: str, paired: bool) -> list[float]:
+    """The per-rater Dice ``D_Ai`` a table reports, from a :func:`summarise` row.
+
+    ``"paper"`` with paired predictions (prediction i meant for rater i): ``dice_rater``, the fixed
+    pairing; otherwise, and always under ``"dpersona"`` (the released evaluation matches every
+    rater, personalised predictions included): ``dice_rater_matched``.
+    """
+    _check_convention(convention)
+    return list(summary["dice_rater" if paired and convention == "paper" else "dice_rater_matched"])
 
 
 # ----------------------------------------------------------------------------- image metrics
@@ -284,7 +314,7 @@ def _chunk_metrics(
     n_present = w.sum((1, 2))
     matched = np.full(present.shape, np.nan)
     for i, row in enumerate(present):
-        matched[i, row] = matched_dice_from_matrix(dice[i, row])
+        matched[i, row] = matched_dice_from_matrix(dice[i, row], convention)
     out = {
         "d_pa": (dist[:, :n_ann, n_ann:] * w).sum((1, 2)) / (n_present * n_pred),
         "d_pp": dist[:, n_ann:, n_ann:].mean((1, 2)),
@@ -361,7 +391,7 @@ def image_metrics(
     convention: str = "paper",
     paired: bool | None = None,
 ) -> dict[str, float | list[float]]:
-    """Metrics of ONE image (DESIGN section 5).
+    """Metrics of ONE image.
 
     annotations (A, H, W) or (A, D, H, W) binary, only the raters that annotated; probabilities
     (P, ...) in [0, 1], one map per prediction. Returns floats ``ged``, ``d_pa``, ``d_pp``,

@@ -84,3 +84,24 @@ def test_presets():
     assert set(PRESETS) == {"paper", "default"}
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("fast")
+
+
+def test_paper_preset_restores_the_published_settings():
+    from proseg_pyro.guide import ProSegGuide
+    from proseg_pyro.model import ProSegModel
+    from proseg_pyro.schedule import learning_rate, total_steps
+
+    config = preset("paper")
+    published = dict(image_size=128, backbone="resnet34", z_head="per_rater", tau_dim=8, alpha0=1.0,
+                     alpha_star=1.0, lr=1e-4, rater_lr_scale=40.0, batch_size=12, epochs=100,
+                     lr_schedule="cosine", warmup_steps=0, beta_z=1.0, weight_x=1.0, weight_y=1.0,
+                     dice_weight=0.0)
+    assert {key: getattr(config, key) for key in published} == published
+    # the plain ELBO divided by 128 * 128 pixels: tau's KL and log p(r) count 1 / (H W)
+    assert config.beta_tau * 128 * 128 == config.weight_r * 128 * 128 == 1.0
+    # 100 epochs of 1,200 training images in batches of 12 are 10,000 steps, from the full rate down
+    assert total_steps(config, 1200) == 10_000
+    assert learning_rate(config, 0, 10_000) == 1e-4
+    guide = ProSegGuide(config.replace(num_raters=3))  # builds: the ResNet-34 U-Net, one z head per rater
+    assert sum(p.numel() for p in guide.parameters()) > 20e6
+    ProSegModel(config.replace(num_raters=3))

@@ -73,3 +73,19 @@ def test_a_case_volume_is_scored_as_one_and_slices_on_request():
     assert [case["id"] for case in cases] == ["case"] and cases[0]["personalised"]["dice_rater"] == [0.8]
     rows, _, units = score_table(slices, predictions, per="slice")
     assert rows["personalised"]["dice_rater"] == pytest.approx([0.5]) and len(units) == 2
+
+
+def test_dpersona_rows_report_matched_rater_dice():
+    # rater a1 drew 2 pixels, a2 4; the second image's personalised predictions come swapped
+    ann = np.array([[[[1, 1, 0, 0]], [[1, 1, 1, 1]]]] * 2)
+    probs = np.array([[[[0.9, 0.9, 0, 0]], [[0.9, 0.9, 0.9, 0]]],
+                      [[[0.9, 0.9, 0.9, 0]], [[0.9, 0.9, 0, 0]]]], np.float32)
+    slices = SliceSet(np.zeros((2, 1, 1, 4), np.float32), ann, np.ones((2, 2), bool), ["a1", "a2"],
+                      ["background", "lesion"], ["s1", "s2"], ["c1", "c2"])
+    paper, _ = score(slices, Predictions(probs, probs), "paper")
+    released, _ = score(slices, Predictions(probs, probs), "dpersona")
+    # Dice a1: 1 with the 2-pixel, 4/5 with the 3-pixel prediction; a2: 2/3 and 6/7
+    assert paper["personalised"]["dice_rater"] == pytest.approx([(1 + 4 / 5) / 2, (6 / 7 + 2 / 3) / 2])
+    assert released["personalised"]["dice_rater"] == pytest.approx([1, 6 / 7])
+    assert released["personalised"]["dice_mean"] == pytest.approx(released["personalised"]["dice_match"])
+    assert paper["prior"]["dice_rater"] == pytest.approx([1, 6 / 7])  # a set of samples: matched

@@ -15,6 +15,7 @@ from proseg_pyro.metrics import (
     mean_expert_distance,
     random_expert_distances,
     summarise,
+    table_rater_dice,
 )
 
 # The paper's Fig. 5: rows are predictions p1..p5, columns annotations r1..r4.
@@ -311,3 +312,66 @@ def test_expert_distances_per_image_and_draws():
     samples = np.where(EXPERTS, 0.8, 0.3)[:1]
     # all four masks of image 0 (rater 2's is empty): only d(0, 1) = 2/3 is below 1
     np.testing.assert_allclose(mean_expert_distance(samples), [(2 / 3 + 5) / 6])
+
+
+# The released evaluation (metrics_set.py of D-Persona/ProSeg) on one image, worked out by hand:
+# masks are 1x4 strips; rater a2 drew nothing; p2 binarises to nothing.
+STRIP_ANN = np.array([[[1, 1, 0, 0]], [[0, 0, 0, 0]]], bool)
+STRIP_PROB = np.array([[[0.9, 0.8, 0.1, 0.0]], [[0.2, 0.2, 0.3, 0.4]], [[0.6, 0.0, 0.0, 0.7]]])
+
+
+def test_released_evaluation_by_hand_with_an_empty_annotation():
+    dp = image_metrics(STRIP_ANN, STRIP_PROB, "dpersona")
+    # iou = I / (U + 1e-8), so every pair involving an empty mask, itself included, is at d = 1.
+    # d_aa over a1a1 0, a1a2 1, a2a1 1, a2a2 1
+    assert dp["d_aa"] == pytest.approx(3 / 4)
+    # d_pa: a1 with p1 0, p2 1, p3 2/3 (I 1, U 3); a2 with every prediction 1
+    assert dp["d_pa"] == pytest.approx((0 + 1 + 2 / 3 + 3) / 6)
+    # d_pp: p1p2 1, p1p3 2/3, p2p3 1 (both orders), diagonal p1 0, p2 1, p3 0
+    assert dp["d_pp"] == pytest.approx((2 * (1 + 2 / 3 + 1) + 1) / 9)
+    assert dp["ged"] == pytest.approx(11 / 108)
+    # Dice (2I + 1e-8) / (|a| + |b| + 1e-8): M[a, p] = [[1, 0, 1/2], [0, 1, 0]] (empty-empty 1)
+    # dice_max = mean over predictions of the best annotation: (1 + 1 + 1/2) / 3
+    assert dp["dice_max"] == pytest.approx(5 / 6)
+    assert dp["dice_match"] == pytest.approx(1.0)
+    assert dp["dice_rater_matched"] == pytest.approx([1.0, 1.0])
+    # mean annotation [.5, .5, 0, 0]; mean probability [.567, .333, .133, .367]:
+    # t = .1: 2/3; .3: 4/5; .5: annotation empty, prediction 1 pixel, ~0; .7, .9: both empty, 1
+    assert dp["dice_soft"] == pytest.approx((2 / 3 + 0.8 + 0 + 1 + 1) / 5)
+
+    paper = image_metrics(STRIP_ANN, STRIP_PROB, "paper")
+    # The paper's text: two empty masks have IoU 1, so a2a2, a2p2 and p2p2 are at d = 0.
+    assert (paper["d_aa"], paper["d_pa"], paper["d_pp"]) == pytest.approx((1 / 2, 11 / 18, 16 / 27))
+    assert paper["ged"] == pytest.approx(7 / 54)
+    assert paper["dice_max"] == pytest.approx(1.0)  # mean over annotations of the best prediction
+
+
+def test_released_hungarian_cost_decides_a_tie():
+    # Both pairings total 1.1; the released code minimises 1 - Dice and keeps the diagonal here,
+    # maximising the Dice (the paper's optimum) takes the other one.
+    tie = np.array([[0.9, 0.5], [0.6, 0.2]])
+    assert matched_dice_from_matrix(tie, "dpersona") == pytest.approx([0.9, 0.2])
+    assert matched_dice_from_matrix(tie, "paper") == pytest.approx([0.5, 0.6])
+    assert dice_match_from_matrix(tie, "dpersona") == pytest.approx(dice_match_from_matrix(tie))
+
+
+# Two images, raters a1 = 2 pixels and a2 = 4 pixels, personalised predictions for (a1, a2): the
+# second image's predictions come in swapped order.
+PAIRED_ANN = np.array([[[[1, 1, 0, 0]], [[1, 1, 1, 1]]]] * 2, bool)
+PAIRED_PROB = np.array([[[[0.9, 0.9, 0, 0]], [[0.9, 0.9, 0.9, 0]]],
+                        [[[0.9, 0.9, 0.9, 0]], [[0.9, 0.9, 0, 0]]]])
+
+
+@pytest.mark.parametrize("convention", ["paper", "dpersona"])
+def test_matched_rater_dice_averages_to_dice_match(convention):
+    # Dice a1: 1 with a 2-pixel, 4/5 with a 3-pixel prediction; a2: 2/3 and 6/7.
+    row = summarise(batch_metrics(PAIRED_ANN, None, PAIRED_PROB, convention, paired=True))
+    assert row["dice_match"] == pytest.approx((1 + 6 / 7) / 2)
+    assert row["dice_rater_matched"] == pytest.approx([1, 6 / 7])
+    assert row["dice_rater"] == pytest.approx([(1 + 4 / 5) / 2, (6 / 7 + 2 / 3) / 2])  # fixed pairing
+    reported = table_rater_dice(row, convention, paired=True)
+    if convention == "dpersona":  # as released: D_mean equals D_match when all raters annotate
+        assert np.mean(reported) == pytest.approx(row["dice_match"])
+    else:
+        assert reported == row["dice_rater"] and np.mean(reported) < row["dice_match"] - 0.09
+    assert table_rater_dice(row, convention, paired=False) == row["dice_rater_matched"]
