@@ -16,6 +16,37 @@ if TYPE_CHECKING:
     from proseg_pyro.data.slices import SliceSet
 
 
+def _apply(options: list, function: Callable) -> Callable:
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def budget_options(function: Callable) -> Callable:
+    """``--steps``, ``--epochs`` (converted to steps), ``--image-size`` and ``--batch-size``, each
+    passed on as given (None: the config's)."""
+    return _apply([
+        click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps  [default: the config's]"),
+        click.option("--epochs", type=click.IntRange(min=1),
+                     help="Instead of --steps: this many passes over the training images, converted to steps  "
+                          "[default: the config's, none]"),
+        click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]"),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]"),
+    ], function)
+
+
+def style_options(function: Callable) -> Callable:
+    """``--rater`` (repeatable, as ``raters``), ``--prior``, ``--samples`` and ``--device`` of the commands that segment scans."""
+    return _apply([
+        click.option("--rater", "raters", multiple=True,
+                     help="Segment in this rater's style (repeatable)  [default: every rater the checkpoint knows]"),
+        click.option("--prior", is_flag=True,
+                     help="Draw diverse samples from the prior instead, and write every sample."),
+        click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    ], function)
+
+
 def data_options(function: Callable) -> Callable:
     """``--data`` (any registered format), ``--lidc`` (pickle or zip), ``--npc`` (folder); none: built-in set."""
     options = [
@@ -36,8 +67,7 @@ def data_options(function: Callable) -> Callable:
                           "~/.cache/proseg-pyro]."),
         click.option("--no-cache", is_flag=True, help="Read the data afresh; neither read nor write the cache."),
     ]
-    for option in reversed(options):
-        function = option(function)
+    function = _apply(options, function)
 
     @functools.wraps(function)
     def wrapper(*args, manifest, lidc, npc, keep_raters, fold, allow_outside_paths, cache_dir, no_cache, **kwargs):

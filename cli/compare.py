@@ -9,7 +9,7 @@ from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import SEED, data_options, load_source, read_config
+from .common import SEED, budget_options, data_options, load_source, read_config
 from .main import cli
 from .train import config_for_data
 
@@ -35,12 +35,7 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
               help="JSON file of hyperparameters shared by every method.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
               help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps per method  [default: the config's]")
-@click.option("--epochs", type=click.IntRange(min=1),
-              help="Instead of --steps: passes over the training images per method, converted to steps  "
-                   "[default: the config's, none]")
-@click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
+@budget_options
 @click.option("--images", type=click.IntRange(min=20), help="Built-in set only: number of images [default: 240].")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per image.")
 @click.option("--convention", default="paper", show_default=True, type=click.Choice(["paper", "dpersona"]),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import SEED
+from .common import SEED, style_options
 from .main import cli
 
 
@@ -35,11 +35,7 @@ def echo_volumes(styles: dict) -> None:
                    "one file per case (NIfTI, MHA, NRRD, ...).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for one result folder per case and summary.csv.")
-@click.option("--rater", "raters", multiple=True,
-              help="Segment in this rater's style (repeatable)  [default: every rater the checkpoint knows]")
-@click.option("--prior", is_flag=True, help="Draw diverse samples from the prior instead, and write every sample.")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@style_options
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, set before each case.")
 @click.option("--force", is_flag=True, help="Redo cases that already have a result (default: skip them).")
 def predict(checkpoint, in_dir, out_dir, raters, prior, samples, device, seed, force):

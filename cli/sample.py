@@ -7,7 +7,7 @@ import click
 
 from proseg_pyro.outputs import prepare_outputs
 
-from .common import SEED
+from .common import SEED, style_options
 from .main import cli
 
 
@@ -17,11 +17,7 @@ from .main import cli
               help="The scan: NIfTI, MHA, NRRD, ... or a DICOM series folder; repeat once per channel.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the volumes and summary.json.")
-@click.option("--rater", "raters", multiple=True,
-              help="Segment in this rater's style (repeatable)  [default: every rater the checkpoint knows]")
-@click.option("--prior", is_flag=True, help="Draw diverse samples from the prior instead, and write every sample.")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@style_options
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, force):

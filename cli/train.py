@@ -10,7 +10,7 @@ import click
 from proseg_pyro.names import TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import SEED, data_options, load_source, nonempty_split, read_config, with_training_spacing
+from .common import SEED, budget_options, data_options, load_source, nonempty_split, read_config, with_training_spacing
 from .main import cli
 
 if TYPE_CHECKING:
@@ -57,13 +57,8 @@ def _best(out: Path) -> TrainResult:
               help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
               help="Folder for the checkpoints, config.json and log.csv.")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimiser steps  [default: the config's]")
-@click.option("--epochs", type=click.IntRange(min=1),
-              help="Instead of --steps: this many passes over the training images, converted to steps  "
-                   "[default: the config's, none]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch  [default: the config's]")
+@budget_options
 @click.option("--lr", type=float, help="Adam learning rate  [default: the config's]")
-@click.option("--image-size", type=click.IntRange(min=8), help="Training patch size  [default: the config's]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=SEED, help="Random seed  [default: the config's]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (which must exist).")

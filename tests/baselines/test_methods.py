@@ -68,7 +68,8 @@ def test_ablations_drop_their_latent(tiny_set):
         trace = poutine.trace(poutine.replay(model, trace=poutine.trace(guide).get_trace(x, y, mask))).get_trace(
             x, y, mask)
         sites[method] = {name for name, site in trace.nodes.items() if site["type"] == "sample"} - {"images", "raters"}
-    assert sites == {"proseg_no_tau": {"z", "x", "y"}, "proseg_no_z": {"tau", "r", "y"}}
+    # y_dice: the soft-Dice factor beside y (dice_weight > 0 by default)
+    assert sites == {"proseg_no_tau": {"z", "x", "y", "y_dice"}, "proseg_no_z": {"tau", "r", "y", "y_dice"}}
 
 
 def test_per_rater_unets_learn_only_from_their_rater(tiny_set):
