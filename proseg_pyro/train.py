@@ -275,8 +275,9 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     steps = total_steps(config, len(train_set))
     last_step = steps if stop_after is None else min(steps, stop_after)
     check = functools.partial(_stop_unless_finite, out_dir=out_dir)
-    bar = tqdm(range(start_step, last_step), desc="train", unit="step", disable=not (progress and rank.is_main),
-               leave=False)
+    # disable=None: no bar when the output is not a terminal (a redirected log stays clean)
+    bar = tqdm(range(start_step, last_step), desc="train", unit="step",
+               disable=None if progress and rank.is_main else True, leave=False)
     round_loss, norms, tic = 0.0, [], time.perf_counter()
     elbo.train()
     for step in bar:

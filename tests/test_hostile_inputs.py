@@ -421,7 +421,8 @@ FAILURES = {"OSError": OSError(28, "No space left on device", "/data/out.nii.gz"
             "cuda allocator": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")}
 ARGUMENTS = {"sample": ["ckpt", "--image", "scan", "--out", "out"], "enrol": ["ckpt", "--rater", "r", "--out", "o"],
              "identify": ["ckpt", "--image", "scan", "--annotation", "mask"], "evaluate": ["ckpt"],
-             "figures": ["ckpt", "--out", "figs"], "synth": ["--out", "data"]}
+             "figures": ["ckpt", "--out", "figs"], "synth": ["--out", "data"],
+             "predict": ["ckpt", "-i", "scans", "-o", "results"]}
 
 
 @pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
