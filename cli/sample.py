@@ -36,8 +36,7 @@ def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, fo
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
     request = request_for(config, checkpoint, raters, prior, samples, seed)
-    outputs = [path for style in request.files(config, out_dir) for path in style.values()]
-    prepare_outputs([out_dir / SUMMARY, *outputs], force)
+    prepare_outputs([out_dir / SUMMARY, *request.outputs(config, out_dir)], force)
     summary = segment_to_folder(model, guide, list(images), out_dir, request, device, progress=True,
                                 warn=lambda note: click.echo(f"Warning: {images[0]}: {note}", err=True))
     size = summary["geometry"]["size"]

@@ -60,6 +60,13 @@ class Request:
         return [style_files(out_dir, stem, self.samples if self.slots is None else None)
                 for stem in self.stems(config)]
 
+    def outputs(self, config: ProSegConfig, out_dir: Path) -> list[Path]:
+        """The paths in ``out_dir`` that must not exist yet: each style's volumes and, for the prior,
+        its first sample mask (which stands for its folder). Listed without enumerating the samples,
+        so that an absurd ``samples`` meets the memory check, not a list of a billion file names."""
+        return [path for stem in self.stems(config)
+                for path in style_files(out_dir, stem, None if self.slots is not None else 1).values()]
+
     def settings(self, config: ProSegConfig) -> dict:
         """What makes two results comparable (a finished case is reused only under the same)."""
         return {"checkpoint": self.checkpoint, "samples": self.samples, "seed": self.seed,
