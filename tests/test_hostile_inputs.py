@@ -168,11 +168,7 @@ def nan_lidc_masks(ws):
 
 @case("silently wrong")
 def figures_of_data_with_other_raters(ws):
-    def two_raters(values):
-        values["raters"] = values["raters"][:2]
-        for entry in values["cases"]:
-            entry["annotations"] = {r: entry["annotations"][r] for r in values["raters"] if r in entry["annotations"]}
-    ws.edit_manifest(two_raters)
+    ws.keep_first_raters(2)
     return ["figures", str(ws.checkpoint), "--data", str(ws.data), "--out", str(ws.root / "figs"),
             "--device", "cpu"], Expect("manifest.json")
 

@@ -61,6 +61,14 @@ class Workspace:
         change(values)
         self.data.write_text(json.dumps(values))
 
+    def keep_first_raters(self, count: int) -> None:
+        """Cut the manifest down to its first ``count`` raters and their annotations."""
+        def cut(values: dict) -> None:
+            values["raters"] = values["raters"][:count]
+            for case in values["cases"]:
+                case["annotations"] = {r: case["annotations"][r] for r in values["raters"] if r in case["annotations"]}
+        self.edit_manifest(cut)
+
     def case_file(self, key: str = "image", case: int = 0) -> Path:
         """The file of a manifest case: its image, or a rater's annotation."""
         entry = json.loads(self.data.read_text())["cases"][case]
@@ -394,11 +402,7 @@ def evaluate_other_raters(ws):
 
 @case
 def evaluate_fewer_raters(ws):
-    def drop(values):
-        values["raters"] = values["raters"][:2]
-        for case in values["cases"]:
-            case["annotations"] = {r: case["annotations"][r] for r in values["raters"] if r in case["annotations"]}
-    ws.edit_manifest(drop)
+    ws.keep_first_raters(2)
     return ws.evaluate(), "manifest.json"
 
 
