@@ -28,7 +28,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "alpha0": (1e-3, 1e3, False), "alpha_star": (1e-3, 1e3, False), "x_sigma": (1e-3, 1e3, False),
     "concentration_floor": (1e-6, 1e3, False), "lr": (0.0, 1.0, True), "weight_decay": (0.0, 1.0, False),
     "grad_clip": (0.0, 1e6, False), "val_fraction": (0.0, 1.0, False), "foreground_share": (0.0, 1.0, False),
-    "rater_lr_scale": (0.0, 1e4, True), "tau_init_scale": (1e-2, 1e3, False),
+    "rater_lr_scale": (0.0, 1e4, True),
     **{name: (0.0, 1e3, False) for name in ("beta_tau", "beta_z", "weight_x", "weight_r", "weight_y", "dice_weight")}}
 
 
@@ -64,7 +64,6 @@ class ProSegConfig:
     feature_channels: int = 16  # backbone output, full resolution
     z_channels: int = 16
     tau_dim: int = 8
-    tau_init_scale: float = 1.0  # multiplies q(tau | r)'s initial concentrations (higher: less noisy tau at the start)
     predictor_hidden: int = 16
     predictor_kernel: int = 1  # spatial extent of the predictor's first layer on z (1: per-pixel)
     classifier_hidden: int = 32

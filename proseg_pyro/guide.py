@@ -64,7 +64,7 @@ class ProSegGuide(PyroModule):
         start = torch.full((raters, dim), 0.1)
         for rater in range(raters):
             start[rater, list(pairs[rater % len(pairs)])] = 1.0
-        return start * self.config.tau_init_scale
+        return start
 
     def rater_parameters(self) -> list[nn.Parameter]:
         """The per-rater variational parameters of q(tau | r) (training takes them at a higher rate)."""
