@@ -1,24 +1,26 @@
-"""ProSeg on real raters: QUBIQ brain growth (39 neonatal MRIs, 7 annotators), against one U-Net.
+"""Compared methods on real raters: QUBIQ brain growth (39 neonatal MRIs, 7 annotators).
 
-Holds out ``--holdout`` cases (by a seeded permutation), trains ProSeg and a single U-Net on all
-annotations of the rest, and prints the paper's table for both on the held-out cases. The file is
-the Medical Matting pickle layout, read by the LIDC reader with rater identities kept.
+Holds out ``--holdout`` cases as test and ``--validation`` as validation (by a seeded permutation of
+the subjects), trains every method of ``--methods`` on all annotations of the rest at one step
+budget, each with its learning rate picked from ``--lr-grid`` on the validation cases and then run
+with every seed of ``--seeds``, and writes the comparison tables (mean +- sd over seeds, paired
+tests) to ``--out``. Finished runs are reused, so an interrupted race continues where it stopped.
+The file is the Medical Matting pickle layout, read by the LIDC reader with rater identities kept.
 
-    python examples/real_data_qubiq.py ../shared/data/qubiq-brain-growth/brain_growth_alpha.zip
+    python examples/real_data_qubiq.py ../shared/data/qubiq-brain-growth/brain_growth_alpha.zip \
+        --methods proseg,unet_pooled,dpersona --seeds 0,1,2 --lr-grid 0.001,0.003
 """
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import numpy as np
 
-from proseg_pyro.checkpoint import load_checkpoint
+from proseg_pyro.compare import compare, parse_methods
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data import load_dataset
 from proseg_pyro.data.slices import SliceSet
-from proseg_pyro.evaluate import evaluate
-from proseg_pyro.train import fit
+from proseg_pyro.io_utils import atomic_write_text
 
 
 def holdout_splits(slices: SliceSet, holdout: int, validation: int, seed: int) -> SliceSet:
@@ -31,37 +33,37 @@ def holdout_splits(slices: SliceSet, holdout: int, validation: int, seed: int) -
                     slices.case_ids, [role.get(subject, "train") for subject in slices.subjects], slices.name)
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def _numbers(text: str, kind: type) -> list:
+    return [kind(item) for item in text.split(",") if item]
+
+
+def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pickle", help="brain_growth_alpha.zip (or .pkl)")
+    parser.add_argument("--methods", default="proseg,unet_pooled", help="comma-separated, or 'all'")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=ProSegConfig.steps)
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--lr-grid", default="", help="comma-separated learning rates (empty: the config's)")
     parser.add_argument("--holdout", type=int, default=8)
     parser.add_argument("--validation", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/qubiq-compare")
     args = parser.parse_args(argv)
 
-    base = ProSegConfig(image_size=args.image_size, resize="resize", steps=args.steps, seed=args.seed,
-                        batch_size=8)
+    base = ProSegConfig(image_size=args.image_size, resize="resize", steps=args.steps, batch_size=8)
     slices = holdout_splits(load_dataset(args.pickle, config=base, rank_raters="keep"),
-                            args.holdout, args.validation, args.seed)
+                            args.holdout, args.validation, args.split_seed)
     base = base.replace(num_raters=len(slices.raters), rater_names=list(slices.raters))
-    test = slices.split("test")
-    rows = {}
-    for method in ("proseg", "unet_pooled"):
-        config = base.replace(method=method)
-        with tempfile.TemporaryDirectory() as out:
-            fit(config, slices.split("train"), slices.split("val"), out, progress=False)
-            model, guide, _ = load_checkpoint(f"{out}/best.pt", method=method)
-        result = evaluate(model, guide, test, args.samples, seed=args.seed)
-        for name, row in result.rows.items():
-            rows[f"{method} {name}"] = row
-    result.rows = rows
-    print(f"QUBIQ brain growth, {len(test)} held-out cases, {len(slices.raters)} raters, "
+    result = compare(slices, base, parse_methods(args.methods), args.out, args.samples, progress=False,
+                     seeds=_numbers(args.seeds, int), lr_grid=_numbers(args.lr_grid, float))
+    result.to_json(f"{args.out}/comparison.json")
+    atomic_write_text(f"{args.out}/comparison.md", result.markdown())
+    print(f"QUBIQ brain growth, {args.holdout} held-out cases, {len(slices.raters)} raters, "
           f"{args.image_size}x{args.image_size}:")
     print(result.markdown())
-    return rows
+    return result
 
 
 if __name__ == "__main__":
