@@ -43,13 +43,13 @@ def test_parse_methods_keeps_the_table_order_and_rejects_unknown_names():
 
 
 def test_paired_test_handles_ties_missing_values_and_clear_differences():
-    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "images": 2}
-    assert paired_test([np.nan], [0.3])["images"] == 0
+    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "cases": 2}
+    assert paired_test([np.nan], [0.3])["cases"] == 0
     better = np.linspace(0.6, 0.9, 12)
     result = paired_test(better, better - 0.1 + np.linspace(0, 0.01, 12))
-    assert result["p"] < 0.01 and result["difference"] > 0 and result["images"] == 12
+    assert result["p"] < 0.01 and result["difference"] > 0 and result["cases"] == 12
     with_zeros = paired_test([0.5, 0.5, 0.6, 0.7, np.nan], [0.5, 0.4, 0.5, 0.6, 0.1])
-    assert with_zeros["images"] == 4 and 0 < with_zeros["p"] <= 1
+    assert with_zeros["cases"] == 4 and 0 < with_zeros["p"] <= 1
 
 
 def test_consensus_predictions_repeat_one_mask(tiny_set):
@@ -67,14 +67,14 @@ def test_compare_scores_every_method_beside_the_oracle(compared):
     images = len(slices.split("test"))
     for result in comparison.results.values():
         assert set(result.rows) == {"personalised", "prior"}
-        assert all(len(values) == images for row in result.per_image.values() for values in row.values())
+        assert all(len(values) == images for row in result.per_case.values() for values in row.values())
         assert np.array(result.prediction_distances).shape == (4, 4)
     # the oracle draws fresh annotations from the true raters: it beats a 2-step model
     assert comparison.results["oracle"].rows["personalised"]["dice_mean"] > \
         comparison.results["proseg"].rows["personalised"]["dice_mean"]
     assert set(comparison.tests) == {"cm_global", "majority_vote", "staple", "oracle"}
     test = comparison.tests["oracle"]["prior"]["ged"]
-    assert test["images"] == images and 0 <= test["p"] <= 1
+    assert test["cases"] == images and 0 <= test["p"] <= 1
     expert = np.array(comparison.expert_distances)
     assert np.allclose(np.diag(expert), 0) and np.allclose(expert, expert.T)
 
@@ -143,14 +143,14 @@ def test_over_seeds_gives_means_and_spreads():
     def result(value: float) -> MethodResult:
         row = {"ged": value, "dice_soft": value, "dice_max": value, "dice_match": value, "dice_mean": value,
                "dice_rater": [value, 2 * value]}
-        per_image = {"personalised": {"ged": [value, value]}}
-        return MethodResult("trained", {"personalised": row}, per_image, [[0.0, value], [value, 0.0]], 10.0, 0.5)
+        per_case = {"personalised": {"ged": [value, value]}}
+        return MethodResult("trained", {"personalised": row}, per_case, [[0.0, value], [value, 0.0]], 10.0, 0.5)
 
     merged = over_seeds([result(0.2), result(0.4), result(0.6)])
     assert merged.rows["personalised"]["ged"] == pytest.approx(0.4)
     assert merged.rows["personalised"]["dice_rater"] == pytest.approx([0.4, 0.8])
     assert merged.spread["personalised"]["ged"] == pytest.approx(0.2)  # sample sd of 0.2, 0.4, 0.6
-    assert merged.per_image["personalised"]["ged"] == pytest.approx([0.4, 0.4])
+    assert merged.per_case["personalised"]["ged"] == pytest.approx([0.4, 0.4])
     assert merged.train_seconds == 30.0 and merged.empty_share == 0.5
 
 
