@@ -12,8 +12,10 @@ import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.compare import (ALL_METHODS, MethodResult, compare, consensus_predictions, holm, over_seeds, paired_test,
-                                 parse_methods)
+                                 parse_methods, score_predictions)
+from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import ConfigError
+from proseg_pyro.evaluate import Predictions
 
 from .conftest import tiny_config
 from .helpers import one_thread  # noqa: F401  (a fixture)
@@ -166,3 +168,21 @@ def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed
     for run in ("lr1e-05_seed0", "lr0.003_seed0", f"lr{result.lr:g}_seed1"):
         assert (tmp_path / "unet_pooled" / run / "best.pt").is_file()
     assert " +- " in comparison.markdown() and "seeds 0, 1" in comparison.markdown()
+
+
+def test_compare_scores_each_case_volume_as_evaluate_does():
+    """Two cases of two 4x4 slices, one rater. Case c1: 4 pixels on slice 0 predicted exactly,
+    slice 1 empty in both: one volume of Dice 1. Case c2: 2 pixels on slice 0, nothing predicted:
+    Dice 0, and its personalised predictions are empty. Per case: empty share 1/2 (per slice 3/4)."""
+    annotations = np.zeros((4, 1, 4, 4), np.int64)
+    annotations[0, 0, :2, :2] = 1
+    annotations[2, 0, 0, :2] = 1
+    prediction = np.zeros((4, 1, 4, 4), np.float32)
+    prediction[0] = annotations[0]
+    slices = SliceSet(np.zeros((4, 1, 4, 4), np.float32), annotations, np.ones((4, 1), bool), ["A"],
+                      ["background", "lesion"], ["c1", "c1", "c2", "c2"], ["c1", "c1", "c2", "c2"])
+    result = score_predictions(slices, Predictions(prediction, np.repeat(prediction, 2, axis=1)), "paper", "trained")
+    assert result.per_case["personalised"]["dice_mean"] == pytest.approx([1.0, 0.0])
+    assert result.per_case["prior"]["dice_match"] == pytest.approx([1.0, 0.0])
+    assert result.rows["personalised"]["dice_mean"] == pytest.approx(0.5)
+    assert result.empty_share == pytest.approx(0.5)

@@ -84,7 +84,7 @@ def test_mean_and_spread_over_folds_by_hand():
 
 
 # --- the commands on tiny files in the published layouts -------------------------------------------
-def _lidc_pickle(path: Path, patients: int = 8, images: int = 2) -> Path:
+def _lidc_pickle(path: Path, patients: int = 4, images: int = 2) -> Path:
     """The Probabilistic U-Net pickle: 16x16 images 0-255, 4 masks each, ``series_uid`` PATIENT_IMAGE."""
     rng = np.random.default_rng(0)
     records = {}
@@ -120,7 +120,7 @@ def _invoke(*args: str) -> str:
 @pytest.fixture
 def tiny_json(tmp_path) -> Path:
     path = tmp_path / "tiny.json"
-    tiny_config(steps=2, val_every=1).to_json(path)
+    tiny_config(steps=1, val_every=1).to_json(path)
     return path
 
 
@@ -136,9 +136,9 @@ def test_four_lidc_folds_train_evaluate_and_average(tmp_path, tiny_json):
     folds = [json.loads((run / f"fold-{k}" / "test.json").read_text()) for k in range(4)]
     # each fold tests its own patients' images (each image a case), every image exactly once
     cases = [case["id"] for fold in folds for case in fold["cases"]]
-    assert sorted(cases) == sorted(f"p{p}_{i}" for p in range(8) for i in range(2))
+    assert sorted(cases) == sorted(f"p{p}_{i}" for p in range(4) for i in range(2))
     for fold in folds:
-        assert len({case["id"].split("_")[0] for case in fold["cases"]}) == 2  # 8 patients in 4 folds
+        assert len({case["id"].split("_")[0] for case in fold["cases"]}) == 1  # 4 patients in 4 folds
     summary = json.loads((run / "test.json").read_text())
     for row in ("personalised", "prior"):
         for metric in ("ged", "dice_soft", "dice_max", "dice_match", "dice_mean"):
@@ -157,7 +157,7 @@ def test_four_lidc_folds_train_evaluate_and_average(tmp_path, tiny_json):
 def test_compare_runs_the_four_lidc_folds_and_pools_their_cases(tmp_path, tiny_json):
     pkl = _lidc_pickle(tmp_path / "lidc.pkl")
     out = tmp_path / "compare"
-    _invoke("compare", "--lidc", pkl, "--protocol", "paper", "--no-cache", "--config", tiny_json, "--steps", "1",
+    _invoke("compare", "--lidc", pkl, "--protocol", "paper", "--no-cache", "--config", tiny_json,
             "--methods", "proseg,majority_vote", "--samples", "4", "--out", out, "--device", "cpu")
     folds = [json.loads((out / f"fold-{k}" / "comparison.json").read_text()) for k in range(4)]
     summary = json.loads((out / "comparison.json").read_text())
@@ -166,8 +166,8 @@ def test_compare_runs_the_four_lidc_folds_and_pools_their_cases(tmp_path, tiny_j
         merged = summary["methods"][method]
         assert merged["rows"]["personalised"]["dice_match"] == pytest.approx(np.mean([r["dice_match"] for r in rows]))
         assert merged["spread"]["personalised"]["ged"] == pytest.approx(np.std([r["ged"] for r in rows]))
-        assert len(merged["per_case"]["personalised"]["ged"]) == 16  # all folds' test cases together
-    assert summary["wilcoxon"]["majority_vote"]["prior"]["ged"]["cases"] == 16
+        assert len(merged["per_case"]["personalised"]["ged"]) == 8  # all folds' test cases together
+    assert summary["wilcoxon"]["majority_vote"]["prior"]["ged"]["cases"] == 8
     assert "mean +- sd over the 4 test folds" in (out / "comparison.md").read_text()
 
 
