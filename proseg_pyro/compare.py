@@ -2,7 +2,8 @@
 
 :func:`compare` trains each trainable method into ``OUT/METHOD/`` (an existing run with the same
 settings is reused, an interrupted one resumed), evaluates every method on the same test cases
-(each case scored as one, a volume's slices together, as ``proseg-pyro evaluate`` scores) with the same seed and number of samples, adds the crowdsourcing references (which fuse the test
+(each case scored as one, a volume's slices together, as ``proseg-pyro evaluate`` scores) with
+the same seed and number of samples, adds the crowdsourcing references (which fuse the test
 annotations themselves) and, on the built-in set, the oracle (fresh annotations from the true
 rater model). :class:`Comparison` renders, as Markdown and JSON:
 

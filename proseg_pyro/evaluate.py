@@ -154,8 +154,9 @@ def score(slices: SliceSet, predictions: Predictions, convention: str = "paper",
 def score_table(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
                 ) -> tuple[dict, dict, list[dict]]:
     """Summary rows ``{"personalised": ..., "prior": ...}``, their cross-rater Dice matrices and
-    each unit's metrics (``D_mean`` among them, from the per-rater Dice the table reports), scoring each case volume (``per="case"``; a rater counts for a case only
-    if it annotated all its slices) or each slice (``per="slice"``)."""
+    each unit's metrics (``D_mean`` among them, from the per-rater Dice the table reports),
+    scoring each case volume (``per="case"``; a rater counts for a case only if it annotated all
+    its slices) or each slice (``per="slice"``)."""
     annotations = slices.annotations.astype(bool)
     units = score_units(slices, per)
     rows, cross, unit_rows = {}, {}, [{"id": name, "slices": len(index)} for name, index in units]

@@ -31,7 +31,6 @@ from .errors import DataError
 from .evaluate import COLUMNS, HEADERS, Evaluation
 from .io_utils import atomic_write_text
 
-PROTOCOLS = ("data", "paper")
 PAPER_FORMATS = ("lidc", "npc")
 RELEASED_SEED = 1337  # RANDOM_SEED of the released configs
 VAL_SHARE = 0.1  # of the training patients of a LIDC fold
