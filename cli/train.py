@@ -135,5 +135,5 @@ def _train_run(source, config, slices, out, device, resume, ddp, nproc, under_to
         click.echo(f"{prefix}best step {result.best_step} (validation Dice {result.best_score:.3f}); "
                    f"wrote {out}/best.pt")
         if result.predicts_nothing:
-            click.echo("warning: the best model predicts no foreground on any validation image; train longer, "
+            click.echo(f"{prefix}warning: the best model predicts no foreground on any validation image; train longer, "
                        "raise dice_weight or check the labels", err=True)
