@@ -82,6 +82,32 @@ def data_options(function: Callable) -> Callable:
     return wrapper
 
 
+PROTOCOL = click.option(
+    "--protocol", type=click.Choice(["data", "paper"]), default="data", show_default=True,
+    help="'data': the data's own splits (--fold for LIDC); 'paper': the paper's, on LIDC (--lidc) and NPC (--npc) "
+         "only: on LIDC all 4 patient folds in OUT/fold-0..3 (--fold unused) with a summary over folds, on NPC the "
+         "folder's train/val/test sub-folders, else the released split of patients Sample_0..99.")
+
+
+def paper_format(source: dict, protocol: str) -> str | None:
+    """The source's format under ``--protocol paper`` ("lidc" or "npc"; other sources refused), None otherwise."""
+    if protocol != "paper":
+        return None
+    from proseg_pyro.protocol import paper_format as source_format
+
+    return source_format(source["path"])
+
+
+def runs_of(slices: SliceSet, source: dict, source_format: str | None) -> list[tuple[str, SliceSet]]:
+    """The runs a command makes on ``slices``: one on the data's splits (sub-folder ``""``), or the
+    paper protocol's (:func:`proseg_pyro.protocol.paper_folds`)."""
+    if source_format is None:
+        return [("", slices)]
+    from proseg_pyro.protocol import paper_folds
+
+    return paper_folds(slices, source_format, source["path"])
+
+
 def with_training_spacing(source: dict, config: ProSegConfig) -> ProSegConfig:
     """``config`` with its in-plane spacing set: its own, else the median of the source's training
     cases (unchanged for sources without a spacing)."""

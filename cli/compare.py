@@ -9,7 +9,7 @@ from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import SEED, budget_options, data_options, load_source, read_config
+from .common import PROTOCOL, SEED, budget_options, data_options, load_source, paper_format, read_config, runs_of
 from .main import cli
 from .train import config_for_data
 
@@ -25,6 +25,9 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
     if not values or any(not value >= 0 or value != value for value in values) or (kind is float and 0 in values):
         raise click.BadParameter(f"{text!r}: give non-negative seeds or positive rates", param_hint=option)
     return values
+
+
+TABLES = ("comparison.md", "comparison.json")
 
 
 @cli.command()
@@ -49,25 +52,36 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
                    "validation Dice  [default: the config's lr]")
 @click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
                                            "and replace existing tables.")
+@PROTOCOL
 def compare(source, methods, config_path, out, steps, epochs, image_size, batch_size, images, samples, convention,
-            device, seed, seeds, lr_grid, force):
-    """Train every method on the train split, score all on the test split, and write the comparison tables."""
+            device, seed, seeds, lr_grid, force, protocol):
+    """Train every method on the train split, score all on the test split, and write the comparison tables
+    (with --protocol paper on LIDC: one comparison per test fold in OUT/fold-k/, their mean +- sd in OUT/)."""
     from proseg_pyro.compare import parse_methods
     from proseg_pyro.device import resolve_device
+    from proseg_pyro.protocol import run_names
 
     names = parse_methods(methods)
     device = resolve_device(device)
-    tables = [out / "comparison.md", out / "comparison.json"]
-    prepare_outputs(tables, force)
+    source_format = paper_format(source, protocol)
+    folders = [out / name for name in run_names(source_format)] if source_format else [out]
+    prepare_outputs([folder / table for folder in {out, *folders} for table in TABLES], force)
     with folder_lock(out):
         config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size,
                              batch_size=batch_size, seed=seed)
-        _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid)
+        _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
+                 source_format)
 
 
-def _compare(source, names, config, out, images, samples, convention, device, force, tables, seeds, lr_grid) -> None:
-    """Load the data, train or reuse each method's run, and write the tables."""
-    from proseg_pyro.compare import builtin_set, compare as run_compare
+def _write(comparison, folder: Path) -> None:
+    comparison.to_json(folder / TABLES[1])
+    atomic_write_text(folder / TABLES[0], comparison.markdown())
+
+
+def _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
+             source_format) -> None:
+    """Load the data, train or reuse each method's run (per fold of the paper's protocol), and write the tables."""
+    from proseg_pyro.compare import builtin_set, compare as run_compare, over_folds
 
     if source["path"] == "synthetic":
         slices, truth = builtin_set(images or 240, config)
@@ -78,9 +92,16 @@ def _compare(source, names, config, out, images, samples, convention, device, fo
     config = config_for_data(config, slices)
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")
-    result = run_compare(slices, config, names, out, samples, device, convention, truth, force, log=click.echo,
-                         seeds=seeds, lr_grid=lr_grid)
-    result.to_json(tables[1])
-    atomic_write_text(tables[0], result.markdown())
+    results = {}
+    for name, run in runs_of(slices, source, source_format):
+        if name:
+            click.echo(f"{name}:")
+        results[name] = run_compare(run, config, names, out / name if name else out, samples, device, convention,
+                                    truth, force, log=click.echo, seeds=seeds, lr_grid=lr_grid)
+        if name:
+            _write(results[name], out / name)
+    result = over_folds(results) if len(results) > 1 else results[""]
+    _write(result, out)
     click.echo(result.markdown())
-    click.echo(f"wrote {out}/comparison.md and {out}/comparison.json")
+    click.echo(f"wrote {out}/comparison.md and {out}/comparison.json"
+               + (f" (each fold's in {out}/fold-k/)" if len(results) > 1 else ""))

@@ -10,7 +10,8 @@ import click
 from proseg_pyro.names import TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import SEED, budget_options, data_options, load_source, nonempty_split, read_config, with_training_spacing
+from .common import (PROTOCOL, SEED, budget_options, data_options, load_source, nonempty_split, paper_format,
+                     read_config, runs_of, with_training_spacing)
 from .main import cli
 
 if TYPE_CHECKING:
@@ -71,39 +72,56 @@ def _best(out: Path) -> TrainResult:
                    "each process is a rank; otherwise --nproc local processes are started.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Processes for --ddp outside torchrun (default: the GPUs with --device cuda, else 2).")
+@PROTOCOL
 def train(source, config_path, preset_name, out, steps, epochs, batch_size, lr, image_size, device, seed, resume,
-          force, method, ddp, nproc):
+          force, method, ddp, nproc, protocol):
     """Train ProSeg (or --method); writes OUT/best.pt, OUT/last.pt, OUT/config.json and OUT/log.csv
-    (an earlier run in OUT is continued with --resume or replaced with --force, never silently)."""
+    (an earlier run in OUT is continued with --resume or replaced with --force, never silently);
+    with --protocol paper on LIDC one run per test fold in OUT/fold-0 .. OUT/fold-3."""
     from proseg_pyro import distributed
     from proseg_pyro.device import resolve_device
+    from proseg_pyro.protocol import run_names
 
     device = resolve_device(device)
     under_torchrun, main_rank = distributed.launched_by_torchrun(), distributed.environment_rank() == 0
     config = read_config(config_path, preset_name, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                          image_size=image_size, seed=seed, method=method)
+    source_format = paper_format(source, protocol)
+    folders = [out / name for name in run_names(source_format)] if source_format else [out]
+    # with several runs, --resume continues those begun and starts the others
+    resumes = [resume and (len(folders) == 1 or (folder / "last.pt").is_file()) for folder in folders]
     with contextlib.ExitStack() as stack:
         if main_rank:  # one writer per run folder; the other ranks of a process group write nothing
             stack.enter_context(folder_lock(out))
-            prepare_run(out, force, resume)
-        _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank)
+            if resume and not any(resumes):
+                prepare_run(folders[0], force, resume)  # nothing begun: refused
+            for folder, resumed in zip(folders, resumes):
+                prepare_run(folder, force, resumed)
+        _train(source, config, out, device, resumes, ddp, nproc, under_torchrun, main_rank, source_format)
 
 
-def _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main_rank) -> None:
-    """Load the data (at the training spacing) and train (in this process, as a torchrun rank, or on
-    spawned ranks)."""
+def _train(source, config, out, device, resumes, ddp, nproc, under_torchrun, main_rank, source_format) -> None:
+    """Load the data (at the training spacing) and train each run (in this process, as a torchrun
+    rank, or on spawned ranks)."""
+    config = with_training_spacing(source, config)
+    slices = load_source(source, config)
+    config = config_for_data(config, slices)
+    for (name, run), resume in zip(runs_of(slices, source, source_format), resumes):
+        _train_run(source, config, run, out / name if name else out, device, resume, ddp, nproc, under_torchrun,
+                   main_rank, f"{name}: " if name else "")
+
+
+def _train_run(source, config, slices, out, device, resume, ddp, nproc, under_torchrun, main_rank, prefix) -> None:
+    """Train one run on ``slices``' train split, validating on its val split."""
     import torch
 
     from proseg_pyro import distributed
     from proseg_pyro.train import fit
 
-    config = with_training_spacing(source, config)
-    slices = load_source(source, config)
-    config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")
     if main_rank:
-        click.echo(f"training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} raters, "
-                   f"device {device}; in-plane spacing "
+        click.echo(f"{prefix}training on {len(train_set)} slices ({len(val_set)} validation), {config.num_raters} "
+                   f"raters, device {device}; in-plane spacing "
                    f"{'of each scan (none recorded)' if config.spacing is None else f'{tuple(config.spacing)} mm'}")
     if under_torchrun:
         result = fit_rank(config, train_set, val_set, out, device, resume)
@@ -114,7 +132,8 @@ def _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main
     else:
         result = fit(config, train_set, val_set, out, device=device, resume=resume)
     if main_rank:
-        click.echo(f"best step {result.best_step} (validation Dice {result.best_score:.3f}); wrote {out}/best.pt")
+        click.echo(f"{prefix}best step {result.best_step} (validation Dice {result.best_score:.3f}); "
+                   f"wrote {out}/best.pt")
         if result.predicts_nothing:
-            click.echo("warning: the best model predicts no foreground on any validation image; train longer, "
+            click.echo(f"{prefix}warning: the best model predicts no foreground on any validation image; train longer, "
                        "raise dice_weight or check the labels", err=True)

@@ -1,8 +1,9 @@
 """The paper's comparison on one dataset: train (or reuse) every method, score all on one test split.
 
 :func:`compare` trains each trainable method into ``OUT/METHOD/`` (an existing run with the same
-settings is reused, an interrupted one resumed), evaluates every method on the same test images
-with the same seed and number of samples, adds the crowdsourcing references (which fuse the test
+settings is reused, an interrupted one resumed), evaluates every method on the same test cases
+(each case scored as one, a volume's slices together, as ``proseg-pyro evaluate`` scores) with
+the same seed and number of samples, adds the crowdsourcing references (which fuse the test
 annotations themselves) and, on the built-in set, the oracle (fresh annotations from the true
 rater model). :class:`Comparison` renders, as Markdown and JSON:
 
@@ -11,7 +12,7 @@ rater model). :class:`Comparison` renders, as Markdown and JSON:
 * Table 9's decomposition GED = 2 d_pa - d_pp - d_aa;
 * the expert distance matrix (1 - IoU between the raters' test annotations) and, per method, how far
   the distances between its personalised predictions are from it;
-* a paired Wilcoxon signed-rank test over test images of ProSeg against every method, per metric,
+* a paired Wilcoxon signed-rank test over test cases of ProSeg against every method, per metric,
   with Holm's correction over the methods.
 
 The race is fair when asked for: every method gets the same step budget, its learning rate is
@@ -41,9 +42,10 @@ from .data import load_dataset
 from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
-from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score
+from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score_table, score_units
 from .io_utils import atomic_write_text
 from .names import CONSENSUS_NAMES, TRAINABLE
+from .protocol import mean_and_spread
 from .schedule import total_steps
 from .train import TrainResult, fit
 
@@ -76,18 +78,18 @@ class MethodResult:
     """One method's scores on the test split.
 
     ``rows``: ``"personalised"``/``"prior"`` -> the summary row of :func:`proseg_pyro.evaluate.score`;
-    ``per_image``: the same two rows -> metric -> (N,) values (for the paired tests);
+    ``per_case``: the same two rows -> metric -> one value per test case (for the paired tests);
     ``prediction_distances``: (R, R) mean 1 - IoU between its personalised predictions for two raters;
     ``train_seconds``: training time, summed over seeds (None for methods without training);
-    ``empty_share``: share of test images on which every personalised prediction is empty.
-    Over several seeds every value is the mean over seeds (per image for ``per_image``), ``spread``
+    ``empty_share``: share of test cases on which every personalised prediction is empty.
+    Over several seeds every value is the mean over seeds (per case for ``per_case``), ``spread``
     holds the standard deviation of each row's metrics over seeds, ``lr`` the learning rate used and
     ``lr_scores`` the validation Dice that each rate of the grid reached.
     """
 
     kind: str  # "trained", "consensus" or "oracle"
     rows: dict[str, dict]
-    per_image: dict[str, dict[str, list[float]]]
+    per_case: dict[str, dict[str, list[float]]]
     prediction_distances: list[list[float]]
     train_seconds: float | None = None
     empty_share: float = 0.0
@@ -102,7 +104,7 @@ class Comparison:
     """Every method's results, the experts' distance matrix and the paired tests against ProSeg.
 
     ``tests[method][row][metric]`` = ``{"difference": mean of ProSeg - method, "p": p-value, "p_holm":
-    Holm-adjusted over the methods, "images": n}``.
+    Holm-adjusted over the methods, "cases": n}``.
     """
 
     raters: list[str]
@@ -120,18 +122,21 @@ class Comparison:
     def markdown(self) -> str:
         s = self.settings
         seeds = ", ".join(str(seed) for seed in s["seeds"])
-        parts = [f"# Comparison on {s['data']}: test split, {s['images']} images, {s['samples']} samples",
+        spread = (f"mean +- sd over the {len(s['folds'])} test folds (ddof 0)" if "folds" in s
+                  else "mean +- sd over seeds")
+        parts = [f"# Comparison on {s['data']}: test split, {s['cases']} cases ({s['images']} slices), "
+                 f"{s['samples']} samples",
                  f"Image size {s['image_size']}, up to {s['steps']} optimiser steps per method, seeds {seeds} "
-                 f"(mean +- sd over seeds), learning rates {s['lr_grid'] or 'of the config'}, metric convention "
+                 f"({spread}), learning rates {s['lr_grid'] or 'of the config'}, metric convention "
                  f"'{s['convention']}'. GED: lower is better; Dice scores: higher is better. `empty`: share of test "
-                 "images whose personalised predictions are all empty (1.00: the method predicts nothing).",
+                 "cases whose personalised predictions are all empty (1.00: the method predicts nothing).",
                  "## Table 1/3: diversity (GED, D_soft, D_max, D_match) and personalisation (D_Ai)",
                  self._table_main(), self._notes(),
                  "## Table 9: GED = 2 d_pa - d_pp - d_aa", self._table_ged(),
                  "## Expert distance matrix (1 - IoU between raters' test annotations)", self._table_experts()]
         if self.tests:
-            parts += [f"## Paired Wilcoxon signed-rank tests over test images: {REFERENCE} vs each method",
-                      "Each cell: mean over images (and seeds) of (ProSeg - method), p-value (two-sided, Holm-adjusted "
+            parts += [f"## Paired Wilcoxon signed-rank tests over test cases: {REFERENCE} vs each method",
+                      "Each cell: mean over cases (and seeds) of (ProSeg - method), p-value (two-sided, Holm-adjusted "
                       "over the methods). For GED a negative difference favours ProSeg, for the Dice scores a "
                       "positive one; * marks an adjusted p < 0.05.",
                       *[self._table_tests(row) for row in ROWS]]
@@ -202,21 +207,18 @@ def _line(cells: list[str]) -> str:
 # --- scoring ---------------------------------------------------------------------------------------
 def score_predictions(test: SliceSet, predictions: Predictions, convention: str, kind: str,
                       train_seconds: float | None = None) -> MethodResult:
-    """Summary rows (as ``proseg-pyro evaluate``), per-image metrics and prediction distances."""
-    rows, _ = score(test, predictions, convention)
-    annotations = test.annotations.astype(bool)
-    per_image = {}
-    for row, probs, paired in (("personalised", predictions.personalised, True), ("prior", predictions.prior, False)):
-        values = metrics.batch_metrics(annotations, test.mask, probs, convention, paired=paired)
-        values["dice_mean"] = np.nanmean(values["dice_rater" if paired else "dice_rater_matched"], axis=1)
-        per_image[row] = {metric: values[metric].tolist() for metric in TESTED}
+    """Summary rows and per-case metrics, each case volume scored as one (as ``proseg-pyro
+    evaluate`` scores), and the distances between the personalised predictions (per slice)."""
+    rows, _, cases = score_table(test, predictions, convention)
+    per_case = {row: {metric: [case[row][metric] for case in cases] for metric in TESTED} for row in ROWS}
     distances = metrics.expert_distance_matrix(predictions.personalised, None, convention)
-    empty = float((predictions.personalised.reshape(len(test), -1) <= 0.5).all(1).mean())
-    return MethodResult(kind, rows, per_image, distances.tolist(), train_seconds, empty)
+    empty_slices = (predictions.personalised.reshape(len(test), -1) <= 0.5).all(1)
+    empty = float(np.mean([empty_slices[index].all() for _, index in score_units(test)]))
+    return MethodResult(kind, rows, per_case, distances.tolist(), train_seconds, empty)
 
 
 def over_seeds(results: list[MethodResult]) -> MethodResult:
-    """One method's results with several seeds as one: means (per image, per matrix entry, per row
+    """One method's results with several seeds as one: means (per case, per matrix entry, per row
     value) and, per row, the standard deviation over seeds of its scalar metrics."""
     first = results[0]
     if len(results) == 1:
@@ -227,11 +229,42 @@ def over_seeds(results: list[MethodResult]) -> MethodResult:
         rows[row] = {key: mean([result.rows[row][key] for result in results]) for key in first.rows[row]}
         spread[row] = {key: float(np.std([result.rows[row][key] for result in results], ddof=1))
                        for key in TESTED}
-    per_image = {row: {metric: mean([result.per_image[row][metric] for result in results])
-                       for metric in first.per_image[row]} for row in first.per_image}
-    return MethodResult(first.kind, rows, per_image, mean([result.prediction_distances for result in results]),
+    per_case = {row: {metric: mean([result.per_case[row][metric] for result in results])
+                      for metric in first.per_case[row]} for row in first.per_case}
+    return MethodResult(first.kind, rows, per_case, mean([result.prediction_distances for result in results]),
                         sum(result.train_seconds or 0.0 for result in results),
                         float(np.mean([result.empty_share for result in results])), spread=spread)
+
+
+def over_folds(comparisons: dict[str, Comparison]) -> Comparison:
+    """The comparisons of several test folds (fold name -> :class:`Comparison`) as one: each
+    method's rows averaged over folds with their standard deviation (``ddof=0``) as the spread, the
+    per-case values of all folds together (so the paired tests run over every test case), and the
+    distance matrices, training times and empty shares averaged (times summed)."""
+    folds = list(comparisons.values())
+    first = folds[0]
+    cases = [fold.settings["cases"] for fold in folds]
+    settings = {**first.settings, "folds": list(comparisons), "cases": sum(cases),
+                "images": sum(fold.settings["images"] for fold in folds),
+                "steps": max(fold.settings["steps"] for fold in folds)}
+    merged = Comparison(first.raters, settings)
+    mean = lambda values: np.mean(np.array(values, dtype=float), axis=0).tolist()  # noqa: E731
+    for method, result in first.results.items():
+        results = [fold.results[method] for fold in folds]
+        rows, spread = {}, {}
+        for row in result.rows:
+            rows[row], sd = mean_and_spread([each.rows[row] for each in results])
+            spread[row] = {key: sd[key] for key in TESTED}
+        per_case = {row: {metric: [value for each in results for value in each.per_case[row][metric]]
+                          for metric in result.per_case[row]} for row in result.per_case}
+        seconds = [each.train_seconds for each in results if each.train_seconds is not None]
+        merged.results[method] = MethodResult(
+            result.kind, rows, per_case, mean([each.prediction_distances for each in results]),
+            sum(seconds) if seconds else None, float(np.average([each.empty_share for each in results], weights=cases)),
+            result.seeds, spread, lr=None, lr_scores={})
+    merged.expert_distances = mean([fold.expert_distances for fold in folds])
+    merged.tests = paired_tests(merged.results)
+    return merged
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -255,7 +288,7 @@ def consensus_predictions(name: str, test: SliceSet, num_samples: int) -> Predic
 
 
 def paired_test(reference: list[float], other: list[float]) -> dict:
-    """Two-sided Wilcoxon signed-rank test of paired per-image values (NaN pairs dropped).
+    """Two-sided Wilcoxon signed-rank test of paired per-case values (NaN pairs dropped).
 
     Zero differences are split between the signs (``zero_method="zsplit"``); all-zero differences
     give p = 1, no pairs p = NaN.
@@ -264,22 +297,22 @@ def paired_test(reference: list[float], other: list[float]) -> dict:
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
     if len(a) == 0:
-        return {"difference": float("nan"), "p": float("nan"), "images": 0}
+        return {"difference": float("nan"), "p": float("nan"), "cases": 0}
     if np.all(a == b):
-        return {"difference": 0.0, "p": 1.0, "images": int(len(a))}
+        return {"difference": 0.0, "p": 1.0, "cases": int(len(a))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on small samples; the p-value is still exact or normal
         p = float(wilcoxon(a, b, zero_method="zsplit").pvalue)
-    return {"difference": float(np.mean(a - b)), "p": p, "images": int(len(a))}
+    return {"difference": float(np.mean(a - b)), "p": p, "cases": int(len(a))}
 
 
 def paired_tests(results: dict[str, MethodResult]) -> dict[str, dict[str, dict[str, dict]]]:
     """ProSeg against every other method: method -> row -> metric -> :func:`paired_test`."""
     if REFERENCE not in results:
         return {}
-    ours = results[REFERENCE].per_image
+    ours = results[REFERENCE].per_case
     others = [name for name in results if name != REFERENCE]
-    tests = {name: {row: {metric: paired_test(ours[row][metric], results[name].per_image[row][metric])
+    tests = {name: {row: {metric: paired_test(ours[row][metric], results[name].per_case[row][metric])
                           for metric in TESTED} for row in ROWS} for name in others}
     for row in ROWS:
         for metric in TESTED:
@@ -352,7 +385,8 @@ def compare(slices: SliceSet, config: ProSegConfig, methods: list[str], out_dir:
     if len(train_set) == 0 or len(test) == 0:
         raise ProSegError(f"{slices.name or 'dataset'}: compare needs non-empty 'train' and 'test' splits")
     comparison = Comparison(list(slices.raters), {
-        "data": slices.name or "dataset", "images": len(test), "samples": num_samples, "convention": convention,
+        "data": slices.name or "dataset", "images": len(test), "cases": len(score_units(test)),
+        "samples": num_samples, "convention": convention,
         "image_size": config.image_size, "steps": total_steps(config, len(train_set)), "seeds": seeds,
         "lr_grid": lr_grid, "methods": methods})
     for name in methods:

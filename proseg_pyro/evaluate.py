@@ -132,6 +132,13 @@ def score_units(slices: SliceSet, per: str = "case") -> list[tuple[str, np.ndarr
     return [(case, np.array(index)) for case, index in groups.items()]
 
 
+def _mean_present(values: list[float]) -> float:
+    """The mean of the values that are not NaN (NaN if none is)."""
+    present = np.asarray(values, dtype=float)
+    present = present[~np.isnan(present)]
+    return float(present.mean()) if present.size else float("nan")
+
+
 def _volume(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Slices ``index`` of ``array`` (S, L, H, W) as one volume (1, L, Z, H, W)."""
     return array[index].transpose(1, 0, 2, 3)[None]
@@ -147,8 +154,9 @@ def score(slices: SliceSet, predictions: Predictions, convention: str = "paper",
 def score_table(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
                 ) -> tuple[dict, dict, list[dict]]:
     """Summary rows ``{"personalised": ..., "prior": ...}``, their cross-rater Dice matrices and
-    each unit's metrics, scoring each case volume (``per="case"``; a rater counts for a case only
-    if it annotated all its slices) or each slice (``per="slice"``)."""
+    each unit's metrics (``D_mean`` among them, from the per-rater Dice the table reports),
+    scoring each case volume (``per="case"``; a rater counts for a case only if it annotated all
+    its slices) or each slice (``per="slice"``)."""
     annotations = slices.annotations.astype(bool)
     units = score_units(slices, per)
     rows, cross, unit_rows = {}, {}, [{"id": name, "slices": len(index)} for name, index in units]
@@ -164,6 +172,7 @@ def score_table(slices: SliceSet, predictions: Predictions, convention: str = "p
         for unit_row, values in zip(unit_rows, per_unit):
             unit_row[name] = {key: value[0].tolist() if value.ndim == 2 else float(value[0])
                               for key, value in values.items()}
+            unit_row[name]["dice_mean"] = _mean_present(metrics.table_rater_dice(unit_row[name], convention, paired))
     matrices = [metrics.mean_dice_matrix(_volume(annotations, index), slices.mask[index].all(0)[None],
                                          _volume(predictions.personalised, index), convention) for _, index in units]
     cross["personalised"] = metrics.summarise({"dice": np.stack(matrices)})["dice"]

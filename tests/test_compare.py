@@ -12,8 +12,10 @@ import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.compare import (ALL_METHODS, MethodResult, compare, consensus_predictions, holm, over_seeds, paired_test,
-                                 parse_methods)
+                                 parse_methods, score_predictions)
+from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import ConfigError
+from proseg_pyro.evaluate import Predictions
 
 from .conftest import tiny_config
 from .helpers import one_thread  # noqa: F401  (a fixture)
@@ -43,13 +45,13 @@ def test_parse_methods_keeps_the_table_order_and_rejects_unknown_names():
 
 
 def test_paired_test_handles_ties_missing_values_and_clear_differences():
-    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "images": 2}
-    assert paired_test([np.nan], [0.3])["images"] == 0
+    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "cases": 2}
+    assert paired_test([np.nan], [0.3])["cases"] == 0
     better = np.linspace(0.6, 0.9, 12)
     result = paired_test(better, better - 0.1 + np.linspace(0, 0.01, 12))
-    assert result["p"] < 0.01 and result["difference"] > 0 and result["images"] == 12
+    assert result["p"] < 0.01 and result["difference"] > 0 and result["cases"] == 12
     with_zeros = paired_test([0.5, 0.5, 0.6, 0.7, np.nan], [0.5, 0.4, 0.5, 0.6, 0.1])
-    assert with_zeros["images"] == 4 and 0 < with_zeros["p"] <= 1
+    assert with_zeros["cases"] == 4 and 0 < with_zeros["p"] <= 1
 
 
 def test_consensus_predictions_repeat_one_mask(tiny_set):
@@ -67,14 +69,14 @@ def test_compare_scores_every_method_beside_the_oracle(compared):
     images = len(slices.split("test"))
     for result in comparison.results.values():
         assert set(result.rows) == {"personalised", "prior"}
-        assert all(len(values) == images for row in result.per_image.values() for values in row.values())
+        assert all(len(values) == images for row in result.per_case.values() for values in row.values())
         assert np.array(result.prediction_distances).shape == (4, 4)
     # the oracle draws fresh annotations from the true raters: it beats a 2-step model
     assert comparison.results["oracle"].rows["personalised"]["dice_mean"] > \
         comparison.results["proseg"].rows["personalised"]["dice_mean"]
     assert set(comparison.tests) == {"cm_global", "majority_vote", "staple", "oracle"}
     test = comparison.tests["oracle"]["prior"]["ged"]
-    assert test["images"] == images and 0 <= test["p"] <= 1
+    assert test["cases"] == images and 0 <= test["p"] <= 1
     expert = np.array(comparison.expert_distances)
     assert np.allclose(np.diag(expert), 0) and np.allclose(expert, expert.T)
 
@@ -143,14 +145,14 @@ def test_over_seeds_gives_means_and_spreads():
     def result(value: float) -> MethodResult:
         row = {"ged": value, "dice_soft": value, "dice_max": value, "dice_match": value, "dice_mean": value,
                "dice_rater": [value, 2 * value]}
-        per_image = {"personalised": {"ged": [value, value]}}
-        return MethodResult("trained", {"personalised": row}, per_image, [[0.0, value], [value, 0.0]], 10.0, 0.5)
+        per_case = {"personalised": {"ged": [value, value]}}
+        return MethodResult("trained", {"personalised": row}, per_case, [[0.0, value], [value, 0.0]], 10.0, 0.5)
 
     merged = over_seeds([result(0.2), result(0.4), result(0.6)])
     assert merged.rows["personalised"]["ged"] == pytest.approx(0.4)
     assert merged.rows["personalised"]["dice_rater"] == pytest.approx([0.4, 0.8])
     assert merged.spread["personalised"]["ged"] == pytest.approx(0.2)  # sample sd of 0.2, 0.4, 0.6
-    assert merged.per_image["personalised"]["ged"] == pytest.approx([0.4, 0.4])
+    assert merged.per_case["personalised"]["ged"] == pytest.approx([0.4, 0.4])
     assert merged.train_seconds == 30.0 and merged.empty_share == 0.5
 
 
@@ -166,3 +168,21 @@ def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed
     for run in ("lr1e-05_seed0", "lr0.003_seed0", f"lr{result.lr:g}_seed1"):
         assert (tmp_path / "unet_pooled" / run / "best.pt").is_file()
     assert " +- " in comparison.markdown() and "seeds 0, 1" in comparison.markdown()
+
+
+def test_compare_scores_each_case_volume_as_evaluate_does():
+    """Two cases of two 4x4 slices, one rater. Case c1: 4 pixels on slice 0 predicted exactly,
+    slice 1 empty in both: one volume of Dice 1. Case c2: 2 pixels on slice 0, nothing predicted:
+    Dice 0, and its personalised predictions are empty. Per case: empty share 1/2 (per slice 3/4)."""
+    annotations = np.zeros((4, 1, 4, 4), np.int64)
+    annotations[0, 0, :2, :2] = 1
+    annotations[2, 0, 0, :2] = 1
+    prediction = np.zeros((4, 1, 4, 4), np.float32)
+    prediction[0] = annotations[0]
+    slices = SliceSet(np.zeros((4, 1, 4, 4), np.float32), annotations, np.ones((4, 1), bool), ["A"],
+                      ["background", "lesion"], ["c1", "c1", "c2", "c2"], ["c1", "c1", "c2", "c2"])
+    result = score_predictions(slices, Predictions(prediction, np.repeat(prediction, 2, axis=1)), "paper", "trained")
+    assert result.per_case["personalised"]["dice_mean"] == pytest.approx([1.0, 0.0])
+    assert result.per_case["prior"]["dice_match"] == pytest.approx([1.0, 0.0])
+    assert result.rows["personalised"]["dice_mean"] == pytest.approx(0.5)
+    assert result.empty_share == pytest.approx(0.5)

@@ -89,3 +89,25 @@ def test_dpersona_rows_report_matched_rater_dice():
     assert released["personalised"]["dice_rater"] == pytest.approx([1, 6 / 7])
     assert released["personalised"]["dice_mean"] == pytest.approx(released["personalised"]["dice_match"])
     assert paper["prior"]["dice_rater"] == pytest.approx([1, 6 / 7])  # a set of samples: matched
+
+
+def test_released_rules_on_a_case_volume():
+    """One case of two 1x4 slices under the released rules: rater a1 drew 2 pixels on slice 0, a2
+    nothing; the personalised predictions come swapped (a1's is empty, a2's is a1's mask). Over the
+    volume, IoU of two empty masks is 0 (distance 1) but their Dice 1; D_Ai is Hungarian-matched,
+    so D_mean equals D_match; the fixed pairing would score 0 for both."""
+    annotations = np.zeros((2, 2, 1, 4), np.int64)
+    annotations[0, 0, 0, :2] = 1
+    swapped = annotations[:, ::-1].astype(np.float32)
+    slices = SliceSet(np.zeros((2, 1, 1, 4), np.float32), annotations, np.ones((2, 2), bool), ["a1", "a2"],
+                      ["background", "lesion"], ["s", "s"], ["case", "case"])
+    released, _, cases = score_table(slices, Predictions(swapped, swapped), "dpersona")
+    row = released["personalised"]
+    assert row["dice_rater"] == pytest.approx([1.0, 1.0]) and row["dice_mean"] == pytest.approx(row["dice_match"])
+    assert row["dice_max"] == pytest.approx(1.0)  # each prediction's best annotation
+    # distances over the volume: a1-a1 0, the empty a2 at 1 from a1 and from itself
+    assert (row["d_aa"], row["d_pp"], row["d_pa"], row["ged"]) == pytest.approx((3 / 4, 3 / 4, 3 / 4, 0.0))
+    assert cases[0]["personalised"]["dice_mean"] == pytest.approx(1.0)
+    paper, _, _ = score_table(slices, Predictions(swapped, swapped), "paper")
+    assert paper["personalised"]["dice_rater"] == pytest.approx([0.0, 0.0])  # the fixed pairing
+    assert paper["personalised"]["d_aa"] == pytest.approx(1 / 2)  # two empty masks: IoU 1
