@@ -50,7 +50,10 @@ class Evaluation:
     ``cross_rater_dice[i, j]``: mean Dice of rater ``i``'s annotations with the prediction made
     in rater ``j``'s style; a model that learned each style has its row maxima on the diagonal.
     ``units``: the scored units (a case volume, or a slice), each with its ``id`` and metrics of
-    each row (name -> metric -> value).
+    each row (name -> metric -> value). ``style_sizes``: each rater's size relative to the other
+    raters (:func:`~proseg_pyro.metrics.relative_sizes`) in the ``annotated`` masks and in the
+    ``personalised`` predictions, and their Pearson ``r`` across raters: styles that kept apart
+    reproduce who outlines larger and who smaller.
     """
 
     raters: list[str]
@@ -58,11 +61,13 @@ class Evaluation:
     cross_rater_dice: dict[str, list[list[float]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     units: list[dict] = field(default_factory=list)
+    style_sizes: dict = field(default_factory=dict)
 
     def to_json(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(
             {"raters": self.raters, "settings": self.settings, "rows": self.rows,
-             "cross_rater_dice": self.cross_rater_dice, "cases" if self.settings.get("per") == "case" else "slices":
+             "cross_rater_dice": self.cross_rater_dice, "style_sizes": self.style_sizes,
+             "cases" if self.settings.get("per") == "case" else "slices":
              self.units}, indent=2) + "\n")
 
     def header(self) -> str:
@@ -82,6 +87,12 @@ class Evaluation:
             values = [row[c] for c in COLUMNS] + list(row["dice_rater"]) + [row["dice_mean"]] + \
                      [row[c] for c in ("d_pa", "d_pp", "d_aa")]
             lines.append(f"| {row_name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+        if self.style_sizes:
+            sizes = self.style_sizes
+            pairs = ", ".join(f"{rater} {a:.3f}/{p:.3f}" for rater, a, p in
+                              zip(self.raters, sizes["annotated"], sizes["personalised"]))
+            lines += ["", f"Relative size of each rater's outlines, annotated/personalised: {pairs}; "
+                          f"Pearson r across raters {sizes['r']:.3f}"]
         return "\n".join(lines)
 
 
@@ -188,4 +199,15 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
     rows, cross, units = score_table(slices, predictions, convention, per)
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
-                       "per": per}, units)
+                       "per": per}, units, style_sizes(slices, predictions))
+
+
+def style_sizes(slices: SliceSet, predictions: Predictions) -> dict:
+    """Each rater's relative size in the annotations and in the personalised predictions of
+    ``slices`` (R,) each, and their Pearson ``r`` across raters (NaN where either does not vary)."""
+    annotated = metrics.relative_sizes(slices.annotations, slices.mask)
+    personalised = metrics.relative_sizes(predictions.personalised)
+    both = ~(np.isnan(annotated) | np.isnan(personalised))
+    varies = both.sum() > 1 and annotated[both].std() > 0 and personalised[both].std() > 0
+    r = float(np.corrcoef(annotated[both], personalised[both])[0, 1]) if varies else float("nan")
+    return {"annotated": annotated.tolist(), "personalised": personalised.tolist(), "r": r}

@@ -60,6 +60,7 @@ __all__ = [
     "expert_distance_matrix",
     "mean_expert_distance",
     "random_expert_distances",
+    "relative_sizes",
 ]
 
 
@@ -519,3 +520,20 @@ def random_expert_distances(
     second = np.minimum(second + (second >= first), r - 1)  # skip ``first``: uniform over others
     rows = np.arange(n_img)[:, None]
     return np.where(count >= 2, d[rows, order[rows, first], order[rows, second]], np.nan)
+
+
+def relative_sizes(masks: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
+    """(R,): each rater's mean size relative to the others on the same image.
+
+    Per image, each present rater's foreground count divided by the mean count of the image's
+    present raters, then averaged over the images (those with no foreground at all left out).
+    ``masks`` (N, R, ...) annotations or personalised predictions (binarised > 0.5); ``mask``
+    (N, R) bool, None: all present. 1.0 everywhere: the raters draw the same size; a rater at
+    1.10 outlines a tenth more than the average rater. NaN for a rater present on no counted image.
+    """
+    sizes = (_as_tensor(masks, "masks") > 0.5).flatten(2).sum(-1).double().numpy()  # (N, R)
+    present = np.ones(sizes.shape, bool) if mask is None else np.asarray(mask, bool)
+    mean = np.where(present, sizes, 0).sum(1) / np.maximum(present.sum(1), 1)
+    counted = mean > 0
+    ratio = np.where(present[counted], sizes[counted] / mean[counted, None], np.nan)
+    return _nanmean(ratio, axis=0)

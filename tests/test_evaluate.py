@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from proseg_pyro.data.slices import SliceSet
-from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score, score_table
+from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score, score_table, style_sizes
 
 
 def test_predictions_equal_to_the_annotations_score_perfectly(tiny_set):
@@ -111,3 +111,21 @@ def test_released_rules_on_a_case_volume():
     paper, _, _ = score_table(slices, Predictions(swapped, swapped), "paper")
     assert paper["personalised"]["dice_rater"] == pytest.approx([0.0, 0.0])  # the fixed pairing
     assert paper["personalised"]["d_aa"] == pytest.approx(1 / 2)  # two empty masks: IoU 1
+
+
+def test_style_sizes_compare_who_outlines_larger():
+    """Three raters outline 2, 4 and 6 pixels (0.5, 1.0, 1.5 of the mean). Predictions that keep
+    the order but shrink the spread correlate perfectly; predictions all of one size do not vary."""
+    annotations = np.zeros((1, 3, 4, 4), np.int64)
+    for rater, size in enumerate((2, 4, 6)):
+        annotations[0, rater].flat[:size] = 1
+    slices = SliceSet(np.zeros((1, 1, 4, 4), np.float32), annotations, np.ones((1, 3), bool), ["a", "b", "c"],
+                      ["background", "lesion"], ["s"], ["case"])
+    shrunk = np.zeros((1, 3, 4, 4), np.float32)
+    for rater, size in enumerate((3, 4, 5)):
+        shrunk[0, rater].flat[:size] = 0.9
+    sizes = style_sizes(slices, Predictions(shrunk, shrunk))
+    assert sizes["annotated"] == pytest.approx([0.5, 1.0, 1.5])
+    assert sizes["personalised"] == pytest.approx([0.75, 1.0, 1.25]) and sizes["r"] == pytest.approx(1.0)
+    same = np.repeat(shrunk[:, 1:2], 3, axis=1)
+    assert np.isnan(style_sizes(slices, Predictions(same, same))["r"])

@@ -14,6 +14,7 @@ from proseg_pyro.metrics import (
     mean_dice_matrix,
     mean_expert_distance,
     random_expert_distances,
+    relative_sizes,
     summarise,
     table_rater_dice,
 )
@@ -375,3 +376,16 @@ def test_matched_rater_dice_averages_to_dice_match(convention):
     else:
         assert reported == row["dice_rater"] and np.mean(reported) < row["dice_match"] - 0.09
     assert table_rater_dice(row, convention, paired=False) == row["dice_rater_matched"]
+
+
+def test_relative_sizes_by_hand():
+    # image 0: sizes 2, 4, 6 (mean 4) -> 0.5, 1.0, 1.5; image 1: rater 2 absent, sizes 3, 1 (mean 2)
+    # -> 1.5, 0.5; image 2: nothing drawn, left out
+    masks = np.zeros((3, 3, 4, 4), bool)
+    masks[0, 0].flat[:2] = masks[0, 1].flat[:4] = masks[0, 2].flat[:6] = True
+    masks[1, 0].flat[:3] = masks[1, 1].flat[:1] = True
+    masks[1, 2].flat[:16] = True  # absent rater: ignored however much it holds
+    present = np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1]], bool)
+    np.testing.assert_allclose(relative_sizes(masks, present), [1.0, 0.75, 1.5])
+    # probabilities are binarised > 0.5, and without a mask every rater counts
+    np.testing.assert_allclose(relative_sizes(masks[:1] * 0.9), [0.5, 1.0, 1.5])
