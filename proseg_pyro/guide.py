@@ -52,18 +52,20 @@ class ProSegGuide(PyroModule):
                 torch.tensor(0.5)).item()))
 
     def _initial_concentration(self, raters: int) -> torch.Tensor:
-        """Each rater starts at 1.0 on two entries of its own and 0.1 elsewhere: (raters, T).
+        """Each rater starts at ``c = config.tau_init_concentration`` on two entries of its own and
+        ``c / 10`` elsewhere: (raters, T).
 
-        Rater ``a`` < T/2 takes entries ``a`` and ``a + T/2`` (the released code's start for 4
-        raters), the next raters the other pairs of entries in order, so that no two of the first
+        Rater ``a`` < T/2 takes entries ``a`` and ``a + T/2`` (with c = 1 the released code's start
+        for 4 raters), the next raters the other pairs of entries in order, so that no two of the first
         T (T - 1) / 2 raters start alike (with ``a`` and ``a + T/2`` mod T for all, 7 raters and
         T = 8 would start as 3 identical pairs and one more, and their styles stay merged)."""
         dim = self.config.tau_dim
         halves = [(a, a + dim // 2) for a in range(dim // 2)]
         pairs = halves + [pair for pair in itertools.combinations(range(dim), 2) if pair not in halves]
-        start = torch.full((raters, dim), 0.1)
+        own = self.config.tau_init_concentration
+        start = torch.full((raters, dim), own / 10)
         for rater in range(raters):
-            start[rater, list(pairs[rater % len(pairs)])] = 1.0
+            start[rater, list(pairs[rater % len(pairs)])] = own
         return start
 
     def rater_parameters(self) -> list[nn.Parameter]:

@@ -66,8 +66,10 @@ def tiny_holdout_config(**overrides) -> ProSegConfig:
     values = dict(image_size=IMAGE_SIZE, base_channels=8, depth=2, feature_channels=8, z_channels=4,
                   predictor_hidden=16, classifier_hidden=16, x_decoder_channels=4, batch_size=8, steps=420, val_every=60,
                   # the objective this enrolment test was built on: a constant rate, no Dice factor, and the
-                  # former summed ELBO's tau weights (0.1 on tau's KL, 1 on log p(r)) per pixel at 16 x 16
+                  # former summed ELBO's tau weights (0.1 on tau's KL, 1 on log p(r)) per pixel at 16 x 16,
+                  # and q(tau | r)'s former start (1 and 0.1)
                   lr_schedule="constant", dice_weight=0.0, beta_tau=0.1 / 256, weight_r=1 / 256,
+                  tau_init_concentration=1.0,
                   augment=False, patience=100, lr=3e-3, num_raters=3)
     return ProSegConfig(**{**values, **overrides})
 
