@@ -10,7 +10,8 @@ import click
 from proseg_pyro.names import TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import SEED, budget_options, data_options, load_source, nonempty_split, read_config, with_training_spacing
+from .common import (SEED, budget_options, data_options, load_training_source, nonempty_split, read_config,
+                     with_training_spacing)
 from .main import cli
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def _train(source, config, out, device, resume, ddp, nproc, under_torchrun, main
     from proseg_pyro.train import fit
 
     config = with_training_spacing(source, config)
-    slices = load_source(source, config)
+    slices = load_training_source(source, config)
     config = config_for_data(config, slices)
     train_set, val_set = nonempty_split(slices, "train", source), slices.split("val")
     if main_rank:

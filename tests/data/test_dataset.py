@@ -115,6 +115,9 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_facto
     (entry,) = cache_dir.iterdir()  # one store: .npy arrays, mapped rather than read into memory
     assert sorted(path.name for path in entry.iterdir()) == ["annotations.npy", "images.npy", "mask.npy", "meta.json"]
     assert isinstance(first.images, np.memmap) and isinstance(first.annotations, np.memmap)
+    assert first.annotations.dtype == np.uint8
+    train_split = first.split("train")  # slices are grouped by split: a split is a view of the map
+    assert np.shares_memory(train_split.images, first.images) and isinstance(train_split.annotations, np.memmap)
     assert not (volume_manifest.parent / ".cache").exists()  # nothing is written into the dataset
 
     def fail(*_):
