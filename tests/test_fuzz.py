@@ -126,7 +126,7 @@ def _valid_slices(result: SliceSet) -> None:
     count, raters = result.mask.shape
     assert result.images.shape == (count, result.images.shape[1], 16, 16) and result.images.dtype == np.float32
     assert np.isfinite(result.images).all()
-    assert result.annotations.shape == (count, raters, 16, 16) and result.annotations.dtype == np.int64
+    assert result.annotations.shape == (count, raters, 16, 16) and result.annotations.dtype == np.uint8
     assert result.annotations.min() >= 0 and result.annotations.max() < len(result.classes)
     assert result.mask.dtype == bool and count == len(result.subjects) == len(result.splits)
 
