@@ -63,38 +63,45 @@ class SliceWriter:
         total = sum(case[1] for case in self.cases)
         shapes = {"images": (total, self.channels, height, width),
                   "annotations": (total, len(self.raters), height, width), "mask": (total, len(self.raters))}
-        outputs = {array: np.lib.format.open_memmap(self.folder / f"{array}.npy", mode="w+", dtype=ARRAYS[array],
-                                                    shape=shape) for array, shape in shapes.items()}
-        start = 0
-        for split in SPLIT_ORDER:
-            sizes = [case[1:] for case in self.cases if case[0] == split]
-            if not sizes:
-                continue
-            spools = {array: open(self._spool(split, array), "rb") for array in ARRAYS}
-            try:
-                for count, h, w in sizes:
-                    images = np.fromfile(spools["images"], np.float32, count * self.channels * h * w)
-                    labels = np.fromfile(spools["annotations"], np.uint8, count * len(self.raters) * h * w)
-                    mask = np.fromfile(spools["mask"], np.bool_, count * len(self.raters))
-                    images, labels = pad_to((images.reshape(count, self.channels, h, w),
-                                             labels.reshape(count, len(self.raters), h, w)), height, width)
-                    outputs["images"][start:start + count] = images
-                    outputs["annotations"][start:start + count] = labels
-                    outputs["mask"][start:start + count] = mask.reshape(count, len(self.raters))
-                    start += count
-            finally:
-                for handle in spools.values():
-                    handle.close()
-            for array in ARRAYS:
-                self._spool(split, array).unlink()
-        for output in outputs.values():
-            output.flush()
-        del outputs
-        order = [split for split in SPLIT_ORDER for _ in self.subjects[split]]
-        meta = {"raters": self.raters, "classes": self.classes, "name": self.name, "splits": order,
+        # plain file writes, not a writable map: the written pages do not count in the process's memory
+        outputs = {array: open(self.folder / f"{array}.npy", "wb") for array in ARRAYS}
+        try:
+            for array, shape in shapes.items():
+                np.lib.format.write_array_header_2_0(outputs[array], {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(ARRAYS[array])), "fortran_order": False,
+                    "shape": shape})
+            for split in SPLIT_ORDER:
+                self._copy_spool(split, outputs, height, width)
+        finally:
+            for output in outputs.values():
+                output.close()
+        meta = {"raters": self.raters, "classes": self.classes, "name": self.name,
+                "splits": [split for split in SPLIT_ORDER for _ in self.subjects[split]],
                 "subjects": [s for split in SPLIT_ORDER for s in self.subjects[split]],
                 "case_ids": [c for split in SPLIT_ORDER for c in self.case_ids[split]]}
         (self.folder / META).write_text(json.dumps(meta))
+
+    def _copy_spool(self, split: str, outputs: dict, height: int, width: int) -> None:
+        """Append the cases of ``split`` from its spool files to ``outputs`` (open .npy files past
+        their headers), one case at a time, padded to ``height`` x ``width``; remove the spools."""
+        sizes = [case[1:] for case in self.cases if case[0] == split]
+        if not sizes:
+            return
+        spools = {array: open(self._spool(split, array), "rb") for array in ARRAYS}
+        try:
+            for count, h, w in sizes:
+                images = np.fromfile(spools["images"], np.float32, count * self.channels * h * w)
+                labels = np.fromfile(spools["annotations"], np.uint8, count * len(self.raters) * h * w)
+                mask = np.fromfile(spools["mask"], np.bool_, count * len(self.raters))
+                images, labels = pad_to((images.reshape(count, self.channels, h, w),
+                                         labels.reshape(count, len(self.raters), h, w)), height, width)
+                for array, values in (("images", images), ("annotations", labels), ("mask", mask)):
+                    outputs[array].write(np.ascontiguousarray(values, dtype=ARRAYS[array]).tobytes())
+        finally:
+            for handle in spools.values():
+                handle.close()
+        for array in ARRAYS:
+            self._spool(split, array).unlink()
 
 
 def pad_to(arrays: tuple[np.ndarray, np.ndarray], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
