@@ -62,12 +62,10 @@ def bench_large_set(slices: int, config: ProSegConfig, device: torch.device, ste
         tic = time.perf_counter()
         manifest = write_large_set(folder / "data", slices, config.image_size, config.num_raters)
         written = time.perf_counter() - tic
-        loaded: list = []
         options = dict(config=config, cache_dir=folder / "cache", whole=config.resize == "crop")
         tic = time.perf_counter()
-        build_peak = peak_memory(lambda: loaded.append(load_dataset(manifest, **options)), device)
+        build_peak = peak_memory(lambda: load_dataset(manifest, **options), device)
         built = time.perf_counter() - tic
-        del loaded
         config = config.replace(steps=steps, val_every=steps, warmup_steps=0)
 
         def train() -> None:
