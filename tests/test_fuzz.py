@@ -226,7 +226,7 @@ def test_npc_h5_fuzz(tmp_path):
         images, labels, mask = result
         assert images.ndim == 4 and images.shape[1] == 3 and images.dtype == np.float32 and np.isfinite(images).all()
         assert 0 not in images.shape
-        assert labels.shape == (images.shape[0], 4, *images.shape[2:]) and labels.dtype == np.int16
+        assert labels.shape == (images.shape[0], 4, *images.shape[2:]) and labels.dtype == np.uint8
         assert set(np.unique(labels)) <= {0, 1} and mask.shape == (4,) and mask.dtype == bool
 
     for case in range(120):
