@@ -21,3 +21,4 @@ class BenchSize:
     fit_steps: int = 4
     repeats: int = 5
     amp: bool = False  # also time the SVI step under bfloat16 autocast (GPU)
+    large_set: int = 0  # slices of the large set trained from the memory-mapped slice cache (0: not measured)

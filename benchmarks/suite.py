@@ -9,7 +9,9 @@
 * metrics: :func:`~proseg_pyro.metrics.batch_metrics` over N images x S samples against a loop
   over every pair of masks (timed on a few images, per image);
 * backbones: the SVI step with the small U-Net (the CPU default) beside the paper-sized ResNet-34
-  U-Net, their parameter counts and peak memory.
+  U-Net, their parameter counts and peak memory;
+* large set (on request): peak memory of building the slice cache of a large set written to disk
+  and of training a few steps from it (:mod:`.large_set`).
 Every case also reports its peak memory (process RSS on a CPU, tensor memory on a GPU).
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from proseg_pyro.metrics import batch_metrics
 from proseg_pyro.train import build, fit, train_step
 
 from .handwritten import handwritten_loss
+from .large_set import bench_large_set
 from .loops import metrics_loop, sample_loop, sample_loop_raters_batched
 from .measure import interleaved, median, peak_memory, timed
 from .size import BenchSize
@@ -42,6 +45,7 @@ TARGETS = (
     (("sampling", "speedup"), ">=", 10.0),
     (("sampling", "prior_seconds"), "<", 2.0),
     (("metrics", "batched_seconds"), "<", 5.0),
+    (("large_set", "train_peak_gib"), "<", 3.0),
 )
 
 
@@ -215,8 +219,12 @@ def run(size: BenchSize, device: torch.device, progress: Callable[[str], None] =
                        ("backbones", bench_backbones)):
         progress(name)
         result[name] = case(size, device)
+    if size.large_set:
+        progress(f"a set of {size.large_set} slices")
+        result["large_set"] = bench_large_set(size.large_set, _config(size), device)
     result["targets"] = [{"metric": ".".join(path), "target": f"{op} {bound}", "value": result[path[0]][path[1]],
-                          "met": _compare(result[path[0]][path[1]], op, bound)} for path, op, bound in TARGETS]
+                          "met": _compare(result[path[0]][path[1]], op, bound)} for path, op, bound in TARGETS
+                         if path[0] in result]
     return result
 
 
@@ -267,6 +275,12 @@ def report(result: dict) -> str:
     if "amp_step_s" in t:
         lines.insert(3, f"              bfloat16 autocast {_fmt(t['amp_step_s'], ' s', 3)}"
                         f" (loss finite: {t['amp_loss_finite']})")
+    if "large_set" in result:
+        g = result["large_set"]
+        lines.append(f"large set     {g['slices']} slices of {g['image_size']}x{g['image_size']}, {g['raters']} raters "
+                     f"(cache {_fmt(g['cache_gib'], ' GiB', 1)} on disk): cache built in {_fmt(g['build_s'], ' s', 0)},"
+                     f" peak {_fmt(g['build_peak_gib'], ' GiB')}; {g['steps']} steps and a validation from the "
+                     f"memory-mapped cache in {_fmt(g['train_s'], ' s', 0)}, peak {_fmt(g['train_peak_gib'], ' GiB')}")
     lines.append("targets")
     for row in result["targets"]:
         verdict = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]

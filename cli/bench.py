@@ -34,9 +34,13 @@ _PAPER = BenchSize()
 @click.option("--fit-images", type=click.IntRange(min=2), default=_PAPER.fit_images, show_default=True,
               help="Training set of the timed fit run.")
 @click.option("--amp", is_flag=True, help="Also time the SVI step under bfloat16 autocast.")
+@click.option("--large-set", type=click.IntRange(min=0), default=_PAPER.large_set, show_default=True,
+              help="Also write a set of this many slices to a temporary folder and measure the peak memory of "
+                   "building its slice cache and of training a few steps from it (0: not measured; 30000 needs "
+                   "about 12 GB of temporary disk).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 def bench(device, json_path, repeats, image_size, batch, raters, samples, prior_samples, metric_images, fit_images,
-          amp, force):
+          amp, large_set, force):
     """Time the SVI step against a hand-written loss, vectorised sampling and batched metrics against
     loops, with peak memory; print medians, ratios and the targets they are held to."""
     from proseg_pyro.benchmarks.suite import report, run
@@ -48,7 +52,7 @@ def bench(device, json_path, repeats, image_size, batch, raters, samples, prior_
                      metric_images=metric_images, metric_samples=samples, metric_chunk=min(_PAPER.metric_chunk,
                                                                                            metric_images),
                      loop_images=min(_PAPER.loop_images, metric_images), fit_images=fit_images, repeats=repeats,
-                     amp=amp)
+                     amp=amp, large_set=large_set)
     result = run(size, device, progress=lambda name: click.echo(f"measuring {name} ...", err=True))
     click.echo(report(result))
     if json_path is not None:

@@ -130,6 +130,13 @@ def load_source(source: dict, config: ProSegConfig, split: str | None = None, wh
     return slices if split is None else nonempty_split(slices, split, source)
 
 
+def load_training_source(source: dict, config: ProSegConfig) -> SliceSet:
+    """The dataset as training reads it: with ``resize="crop"`` every slice keeps its whole field
+    of view (training cuts ``image_size`` patches from it, validation scores it whole, as
+    ``evaluate`` does); with ``"resize"`` each slice is resized to ``image_size``."""
+    return load_source(source, config, whole=config.resize == "crop")
+
+
 def nonempty_split(slices: SliceSet, split: str, source: dict) -> SliceSet:
     """The slices of ``split``; a split that is empty or holds no annotation is an error naming the
     data source (training on it would report a loss of nothing, scoring it would average nothing)."""

@@ -9,7 +9,8 @@ from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import PROTOCOL, SEED, budget_options, data_options, load_source, paper_format, read_config, runs_of
+from .common import (PROTOCOL, SEED, budget_options, data_options, load_training_source, paper_format, read_config,
+                     runs_of)
 from .main import cli
 from .train import config_for_data
 
@@ -88,7 +89,7 @@ def _compare(source, names, config, out, images, samples, convention, device, fo
     elif images is not None:
         raise click.UsageError("--images applies to the built-in set only")
     else:
-        slices, truth = load_source(source, config), None
+        slices, truth = load_training_source(source, config), None
     config = config_for_data(config, slices)
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")

@@ -67,9 +67,10 @@ def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, see
     manifest = write_manifest_dataset(slices, out / "data")
     config = ProSegConfig(image_size=image_size, steps=steps, seed=seed, num_raters=len(slices.raters),
                           rater_names=list(slices.raters))
-    reloaded = load_dataset(manifest, config=config)
-    if not (np.array_equal(reloaded.annotations, slices.annotations) and np.allclose(reloaded.images, slices.images,
-                                                                                      atol=1e-4)):
+    reloaded = load_dataset(manifest, config=config)  # grouped by split: compared split by split
+    if not all(np.array_equal(reloaded.split(name).annotations, slices.split(name).annotations)
+               and np.allclose(reloaded.split(name).images, slices.split(name).images, atol=1e-4)
+               for name in ("train", "val", "test")):
         raise click.ClickException(f"{manifest}: the written set does not read back identically")
     click.echo(f"built-in set: {len(slices)} slices of {image_size}x{image_size}, raters {slices.raters}, "
                f"written to {manifest} and read back identically")

@@ -39,6 +39,7 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     import torch
 
     from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from proseg_pyro.data.patches import to_device
     from proseg_pyro.device import resolve_device
     from proseg_pyro.enrol import enrol as run_enrolment
     from proseg_pyro.enrol import rater_names, style_dice
@@ -57,8 +58,7 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     chosen = chosen.select(range(min(images or len(chosen), len(chosen))))
     if not len(chosen):
         raise ProSegError(f"{source['path']}: rater {name!r} annotated no image of the {split!r} split")
-    x = torch.as_tensor(chosen.images, dtype=torch.float32, device=device)
-    y = torch.as_tensor(chosen.annotations[:, slot], device=device)
+    x, y, _ = to_device(chosen.images, chosen.annotations[:, slot], chosen.mask, device)
     click.echo(f"enrolling {name!r} from {len(chosen)} image(s) of the {split!r} split ({steps} steps on {device})")
     result = run_enrolment(model, guide, x, y, name, steps, lr, particles, seed, offset_scale, progress=True)
     content = read_checkpoint(checkpoint, device)

@@ -10,8 +10,8 @@ import click
 from proseg_pyro.names import TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import (PROTOCOL, SEED, budget_options, data_options, load_source, nonempty_split, paper_format,
-                     read_config, runs_of, with_training_spacing)
+from .common import (PROTOCOL, SEED, budget_options, data_options, load_training_source, nonempty_split,
+                     paper_format, read_config, runs_of, with_training_spacing)
 from .main import cli
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def _train(source, config, out, device, resumes, ddp, nproc, under_torchrun, mai
     """Load the data (at the training spacing) and train each run (in this process, as a torchrun
     rank, or on spawned ranks)."""
     config = with_training_spacing(source, config)
-    slices = load_source(source, config)
+    slices = load_training_source(source, config)
     config = config_for_data(config, slices)
     for (name, run), resume in zip(runs_of(slices, source, source_format), resumes):
         _train_run(source, config, run, out / name if name else out, device, resume, ddp, nproc, under_torchrun,

@@ -110,7 +110,8 @@ def predict(model: PyroModule, guide: PyroModule, images: np.ndarray, num_sample
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(images), batch_size), desc="evaluate", unit="batch",
                           disable=None if progress else True, leave=False):
-            x = torch.as_tensor(images[start:start + batch_size], dtype=torch.float32, device=device)
+            # a copy of the batch: ``images`` may be a read-only map of the slice cache
+            x = torch.as_tensor(np.array(images[start:start + batch_size]), dtype=torch.float32, device=device)
             personal.append(method.personalised(model, guide, x, raters, num_samples).mean(0).cpu())
             prior.append(method.prior(model, guide, x, num_samples).transpose(0, 1).cpu())
     return Predictions(torch.cat(personal).numpy(), torch.cat(prior).numpy())

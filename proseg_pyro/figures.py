@@ -208,7 +208,7 @@ def make_figures(model: ProSegModel, guide: ProSegGuide, slices: SliceSet, out_d
     names = rater_names(config)
     paths = figure_paths(out_dir, embedding)
     torch.manual_seed(seed)
-    images = torch.as_tensor(slices.images, dtype=torch.float32, device=device)
+    images = torch.as_tensor(np.array(slices.images), dtype=torch.float32, device=device)
     starts = tqdm(range(0, len(images), batch_size), desc="figures", unit="batch",
                   disable=None if progress else True, leave=False)
     prior = torch.cat([inference.prior(model, guide, images[start:start + batch_size], num_samples).transpose(0, 1)

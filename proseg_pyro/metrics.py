@@ -77,7 +77,8 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
         arr = np.asarray(x)
         if arr.dtype != bool and not np.issubdtype(arr.dtype, np.number):
             raise DataError(None, f"{name} must be a numeric or boolean array, not {arr.dtype}")
-        t = torch.as_tensor(arr)
+        # a read-only array (a map of the slice cache) is copied: torch shares only writable memory
+        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
     if t.is_complex():
         raise DataError(None, f"{name} must be real, got dtype {t.dtype}")
     return t

@@ -2,7 +2,8 @@
 torch optimiser and a plain loop budgeted in optimiser steps.
 
 Each step draws a batch with replacement (augmented; where slices are larger than the model's
-``image_size``, a patch, part of them centred on foreground). Every ``val_every`` steps the run is
+``image_size``, a patch, part of them centred on foreground), read from the sets' arrays (the
+memory-mapped slice cache, for sets loaded from files) and converted on the device batch by batch. Every ``val_every`` steps the run is
 validated (ELBO and the Dice of the personalised predictions), ``best.pt`` keeps the best validation
 Dice and ``last.pt`` the state to resume from exactly (optimiser and RNG states); a CSV log, a
 learning-rate warm-up and decay (:mod:`proseg_pyro.schedule`), and a clear stop on a non-finite loss.
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from .checkpoint import config_of, read_checkpoint, save_checkpoint
 from .config import ProSegConfig
 from .data.slices import SliceSet
-from .data.patches import draw_batch
+from .data.patches import Arrays, draw_batch, to_device
 from .data.transforms import JointAugment
 from .distributed import ImageNoise, Rank, current
 from .errors import CheckpointError, ProSegError
@@ -86,10 +87,9 @@ def build(config: ProSegConfig, device: torch.device | str = "cpu") -> tuple[Pyr
 
 
 def as_tensors(slices: SliceSet, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``images`` (S, C, H, W) float, ``annotations`` (S, R, H, W) long, ``mask`` (S, R) bool on device."""
-    return (torch.as_tensor(slices.images, dtype=torch.float32, device=device),
-            torch.as_tensor(slices.annotations, dtype=torch.long, device=device),
-            torch.as_tensor(slices.mask, dtype=torch.bool, device=device))
+    """A whole (small) set as one batch: ``images`` (S, C, H, W) float, ``annotations`` (S, R, H, W)
+    long, ``mask`` (S, R) bool on device (training itself assembles its batches on the fly)."""
+    return to_device(slices.images, slices.annotations, slices.mask, device)
 
 
 def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], positions: torch.Tensor,
@@ -106,42 +106,44 @@ def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], posi
 
 
 @torch.no_grad()
-def validation_loss(elbo: nn.Module, data: tuple[torch.Tensor, ...], batch_size: int, seed: int,
+def validation_loss(elbo: nn.Module, data: Arrays, batch_size: int, seed: int, device: torch.device,
                     rank: Rank = Rank()) -> float:
-    """Negative ELBO per image over ``data``; every image draws the same noise at each validation,
-    so validations compare fairly. In a process group each rank scores its shard and the sums are added."""
+    """Negative ELBO per image over ``data`` (images, labels, mask arrays, moved to ``device`` a batch
+    at a time); every image draws the same noise at each validation, so validations compare fairly.
+    In a process group each rank scores its shard and the sums are added."""
     positions = rank.shard(torch.arange(len(data[0])))
     total = 0.0
     for number, start in enumerate(range(0, len(positions), batch_size)):
         part = positions[start:start + batch_size]
-        batch = tuple(t[part.to(t.device)] for t in data)
+        batch = to_device(*(array[part.numpy()] for array in data), device)
         total += float(elbo_with_image_noise(elbo, batch, part, (seed, VALIDATION_STREAM, number)))
-    return rank.sum(total, data[0].device) / len(data[0])
+    return rank.sum(total, device) / len(data[0])
 
 
 @torch.no_grad()
-def validation_dice(model: PyroModule, guide: PyroModule, data: tuple[torch.Tensor, ...], batch_size: int,
-                    seed: int) -> tuple[float, float]:
+def validation_dice(model: PyroModule, guide: PyroModule, data: Arrays, batch_size: int, seed: int,
+                    device: torch.device) -> tuple[float, float]:
     """Mean Dice of each annotation with the prediction in its rater's style (the mean of
     :data:`VALIDATION_SAMPLES` personalised samples, thresholded at 0.5; empty with empty counts 1),
-    over the annotated (image, rater) pairs of ``data``; and the share of images for which every
-    rater's prediction is empty. The same draws at every validation; the global RNG is left as it was."""
-    images, labels, mask = data
+    over the annotated (image, rater) pairs of ``data`` (images, labels, mask arrays, moved to
+    ``device`` a batch at a time); and the share of images for which every rater's prediction is
+    empty. The same draws at every validation; the global RNG is left as it was."""
     method = get_method(model.config.method)
     raters = list(range(model.config.num_raters))
-    dice_sum, empty_images = 0.0, 0
-    with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+    dice_sum, empty_images, annotated = 0.0, 0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, len(images), batch_size):
-            part = slice(start, start + batch_size)
-            predicted = method.personalised(model, guide, images[part], raters, VALIDATION_SAMPLES).mean(0) > 0.5
-            truth = labels[part] > 0
+        for start in range(0, len(data[0]), batch_size):
+            images, labels, mask = to_device(*(array[start:start + batch_size] for array in data), device)
+            predicted = method.personalised(model, guide, images, raters, VALIDATION_SAMPLES).mean(0) > 0.5
+            truth = labels > 0
             overlap = (predicted & truth).sum((-2, -1))
             total = predicted.sum((-2, -1)) + truth.sum((-2, -1))
             dice = torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total, dtype=torch.float))
-            dice_sum += float(dice[mask[part]].sum())
+            dice_sum += float(dice[mask].sum())
+            annotated += int(mask.sum())
             empty_images += int((predicted.sum((-3, -2, -1)) == 0).sum())
-    return dice_sum / max(1, int(mask.sum())), empty_images / len(images)
+    return dice_sum / max(1, annotated), empty_images / len(data[0])
 
 
 def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
@@ -270,8 +272,9 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     train_elbo = (DistributedDataParallel(elbo, device_ids=[device] if device.type == "cuda" else None)
                   if rank.grouped else elbo)
 
-    train = as_tensors(train_set, device)
-    val = as_tensors(val_set, device) if val_set is not None and len(val_set) else None
+    # batches are read from the sets' arrays (memory-mapped where the sets come from the slice cache)
+    train = (train_set.images, train_set.annotations, train_set.mask)
+    val = (val_set.images, val_set.annotations, val_set.mask) if val_set is not None and len(val_set) else None
     steps = total_steps(config, len(train_set))
     last_step = steps if stop_after is None else min(steps, stop_after)
     check = functools.partial(_stop_unless_finite, out_dir=out_dir)
@@ -285,7 +288,8 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
         for group in optimizer.param_groups:
             group["lr"] = lr * group["scale"]
         # drawn for the global batch, alike on every rank
-        images, labels, mask = draw_batch(train, config.batch_size, config.image_size, config.foreground_share, draws)
+        images, labels, mask = draw_batch(train, config.batch_size, config.image_size, config.foreground_share, draws,
+                                          device)
         if augment is not None:
             images, labels = augment(images, labels, generator=draws)
         loss_value, norm = train_step(train_elbo, optimizer, (images, labels, mask), torch.arange(len(images)),
@@ -297,12 +301,12 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
             continue
         elbo.eval()
         row = {"step": step, "lr": lr, "train_loss": round_loss / len(norms),
-               "val_loss": validation_loss(elbo, val, config.batch_size, config.seed, rank) if val else float("nan"),
+               "val_loss": validation_loss(elbo, val, config.batch_size, config.seed, device, rank) if val else float("nan"),
                "val_dice": float("nan"), "val_empty": float("nan"),
                "grad_norm": statistics.median(norms),
                "clipped": sum(norm > config.grad_clip for norm in norms) / len(norms) if config.grad_clip else 0.0}
         if val:
-            row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed)
+            row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed, device)
         row["seconds"] = time.perf_counter() - tic
         elbo.train()
         score = row["val_dice"] if val else -row["train_loss"]

@@ -58,7 +58,7 @@ def read_scan(paths: list[str | os.PathLike], in_channels: int | None = None) ->
 
 
 def read_annotation(path: str | os.PathLike, scan: Scan, num_classes: int) -> np.ndarray:
-    """An annotation of ``scan`` on its grid, labels checked against ``num_classes``: (Z, H, W) int16."""
+    """An annotation of ``scan`` on its grid, labels checked against ``num_classes``: (Z, H, W) uint8."""
     return read_label(Path(path), scan.paths[0], scan.geometry, [str(label) for label in range(num_classes)])
 
 

@@ -146,3 +146,14 @@ def test_metric_loop_is_batch_metrics():
         looped = metrics_loop(annotations[index], probabilities[index])
         for key, value in looped.items():
             assert value == pytest.approx(batched[key][index], abs=1e-12), key
+
+
+def test_large_set_case_trains_from_the_memory_mapped_cache():
+    from proseg_pyro.benchmarks.large_set import bench_large_set
+
+    config = tiny_config(num_raters=2, batch_size=2)
+    result = bench_large_set(230, config, torch.device("cpu"), steps=2)  # volumes of 100 (val), 100 (test), 30 (train)
+    # images float32 and uint8 labels of 230 slices of 16x16, 2 raters, in the cache
+    assert result["cache_gib"] * 2 ** 30 >= 230 * 16 * 16 * (4 + 2)
+    assert result["train_peak_gib"] is None or 0 < result["train_peak_gib"] < 3
+    assert result["slices"] == 230 and result["steps"] == 2

@@ -62,11 +62,13 @@ def test_corrupt_dataset_cache_is_rebuilt(tmp_path):
     manifest = write_manifest_dataset(slices, tmp_path)
     config = tiny_config()
     first = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
-    (cache,) = (tmp_path / "cache").glob("*.npz")
-    cache.write_bytes(cache.read_bytes()[:100])  # as if the machine died while it was written in place
+    images, annotations = np.array(first.images), np.array(first.annotations)  # in memory: its map is cut below
+    (entry,) = (tmp_path / "cache").iterdir()
+    cache = entry / "images.npy"
+    cache.write_bytes(cache.read_bytes()[:200])  # as if the machine died while it was written in place
     again = load_dataset(manifest, config=config, cache_dir=tmp_path / "cache")
-    np.testing.assert_array_equal(again.images, first.images)
-    np.testing.assert_array_equal(again.annotations, first.annotations)
+    np.testing.assert_array_equal(again.images, images)
+    np.testing.assert_array_equal(again.annotations, annotations)
 
 
 # --- no silent overwrites ---------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def _valid_slices(result: SliceSet) -> None:
     count, raters = result.mask.shape
     assert result.images.shape == (count, result.images.shape[1], 16, 16) and result.images.dtype == np.float32
     assert np.isfinite(result.images).all()
-    assert result.annotations.shape == (count, raters, 16, 16) and result.annotations.dtype == np.int64
+    assert result.annotations.shape == (count, raters, 16, 16) and result.annotations.dtype == np.uint8
     assert result.annotations.min() >= 0 and result.annotations.max() < len(result.classes)
     assert result.mask.dtype == bool and count == len(result.subjects) == len(result.splits)
 
@@ -226,7 +226,7 @@ def test_npc_h5_fuzz(tmp_path):
         images, labels, mask = result
         assert images.ndim == 4 and images.shape[1] == 3 and images.dtype == np.float32 and np.isfinite(images).all()
         assert 0 not in images.shape
-        assert labels.shape == (images.shape[0], 4, *images.shape[2:]) and labels.dtype == np.int16
+        assert labels.shape == (images.shape[0], 4, *images.shape[2:]) and labels.dtype == np.uint8
         assert set(np.unique(labels)) <= {0, 1} and mask.shape == (4,) and mask.dtype == bool
 
     for case in range(120):

@@ -1,6 +1,7 @@
 """Training learns each rater's style through tau, and a resumed run equals an unbroken one."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,10 +98,10 @@ def test_validation_dice_scores_each_annotated_rater_and_counts_empty_images(mon
     skipped; image 1: nothing predicted for an annotation of 1 pixel (Dice 0) and an empty one (1)."""
     probs = torch.zeros(1, 2, 2, 2, 2)  # (S, B, R, H, W)
     probs[0, 0, 0, 0] = 0.9
-    labels = torch.zeros(2, 2, 2, 2, dtype=torch.long)
+    labels = np.zeros((2, 2, 2, 2), dtype=np.uint8)
     labels[0, 0, 0] = 1
     labels[1, 0, 1, 1] = 1
-    mask = torch.tensor([[True, False], [True, True]])
+    mask = np.array([[True, False], [True, True]])
 
     class Fixed:
         personalised = staticmethod(lambda model, guide, x, raters, samples: probs[:, :len(x)].expand(samples, -1, -1, -1, -1))
@@ -109,7 +110,8 @@ def test_validation_dice_scores_each_annotated_rater_and_counts_empty_images(mon
         config = tiny_config(num_raters=2)
 
     monkeypatch.setattr(train, "get_method", lambda name: Fixed)
-    dice, empty = train.validation_dice(Model(), None, (torch.zeros(2, 1, 2, 2), labels, mask), 8, 0)
+    images = np.zeros((2, 1, 2, 2), np.float32)
+    dice, empty = train.validation_dice(Model(), None, (images, labels, mask), 8, 0, torch.device("cpu"))
     assert dice == pytest.approx((1 + 0 + 1) / 3)
     assert empty == 0.5
 

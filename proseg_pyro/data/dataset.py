@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,16 +26,17 @@ import numpy as np
 
 from ..config import ProSegConfig
 from ..errors import ConfigError, DataError
-from ..io_utils import atomic_path, read_json
+from ..io_utils import read_json
 from ..limits import require_regular_file
 from .images import read_geometry
 from .readers import SPLITS, Case, cases_to_slices, read_channels, read_label, subject_splits
+from .slice_store import open_store
 from .slices import SliceSet
 from .synthetic import make_synthetic
 from .transforms import normalise_slices
 
 RGB_MODES = ("channels", "grey")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -139,7 +141,7 @@ def _case_splits(manifest: Manifest) -> list[str]:
 def _read_case(manifest: Manifest, entry: dict[str, Any], split: str) -> Case:
     """Read one case's channels and annotations, checking grids, values and rater slots."""
     images, geometry = read_channels(entry["image"], grey=manifest.rgb == "grey")
-    labels = np.zeros((images.shape[0], len(manifest.raters), *images.shape[-2:]), dtype=np.int16)
+    labels = np.zeros((images.shape[0], len(manifest.raters), *images.shape[-2:]), dtype=np.uint8)
     mask = np.zeros(len(manifest.raters), dtype=bool)
     for rater, file in entry["annotations"].items():
         slot = manifest.raters.index(rater)
@@ -156,14 +158,15 @@ def training_spacings(manifest: Manifest) -> list[tuple[float, float]]:
 
 
 def load_manifest(manifest: Manifest | str | os.PathLike, config: ProSegConfig | None = None,
-                  whole: bool = False) -> SliceSet:
+                  whole: bool = False, store: Path | None = None) -> SliceSet:
     """Read every case of a manifest into preprocessed slices (3D volumes sliced along axis 0;
-    ``whole``: see :func:`~proseg_pyro.data.readers.cases_to_slices`)."""
+    ``whole`` and ``store``: see :func:`~proseg_pyro.data.readers.cases_to_slices`)."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     splits = _case_splits(manifest)
     cases = (_read_case(manifest, entry, split) for entry, split in zip(manifest.cases, splits))
-    return cases_to_slices(cases, manifest.raters, manifest.classes, manifest.name, config, manifest.path, whole)
+    return cases_to_slices(cases, manifest.raters, manifest.classes, manifest.name, config, manifest.path, whole,
+                           store)
 
 
 # --- cache ---------------------------------------------------------------------------------------
@@ -202,53 +205,58 @@ def _cache_folder(folder: Path) -> Path:
 
 
 def _cached(source: Path, files: list[Path], options: dict[str, Any], config: ProSegConfig,
-            build: Callable[[], SliceSet], folder: Path) -> SliceSet:
-    """``build()``, or its result saved in ``folder`` by an earlier call with the same inputs.
+            build: Callable[[Path | None], SliceSet], folder: Path) -> SliceSet:
+    """``build(store)``'s slices, written into a slice store in ``folder`` and read back memory-mapped,
+    or the store an earlier call with the same inputs wrote there.
 
     The key hashes every file's path and content, the reader options and the preprocessing config,
-    so an edited file is read afresh whatever its size and time stamp. Older entries of the same
-    source are removed when a new one is written; a cache that cannot be written is warned about.
+    so an edited file is read afresh whatever its size and time stamp. A store is written under a
+    temporary name and renamed when complete; a damaged one is rebuilt. Older entries of the same
+    source are removed when a new one is written; a cache that cannot be written is warned about
+    (the slices are then read into memory).
     """
     key_parts = {"version": CACHE_VERSION, "options": options, "files": _fingerprint(files),
                  "config": [config.image_size, config.resize, config.intensity, config.spacing]}
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
     prefix = f"{source.name}-{hashlib.sha256(str(source.absolute()).encode()).hexdigest()[:8]}"
-    entry = _cache_folder(folder) / f"{prefix}-{key[:24]}.npz"
+    entry = _cache_folder(folder) / f"{prefix}-{key[:24]}"
     slices = _read_cache(entry)
     if slices is not None:
         return slices
-    slices = build()
     try:
-        _write_cache(entry, slices)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".partial-{entry.name}-", dir=folder))
     except OSError as err:
         warnings.warn(f"could not write a cache for {source} in {folder}: {err.strerror or err}")
-        return slices
-    for stale in folder.glob(f"{prefix}-*.npz"):
+        return build(None)
+    try:
+        build(partial)
+        _remove_entry(entry)  # a damaged entry of the same key
+        partial.rename(entry)
+    finally:
+        _remove_entry(partial)
+    for stale in folder.glob(f"{prefix}-*"):
         if stale.name != entry.name:
-            stale.unlink(missing_ok=True)
-    return slices
+            _remove_entry(stale)
+    return open_store(entry)
 
 
-def _read_cache(file: Path) -> SliceSet | None:
-    if file.is_symlink() or not file.is_file():
+def _remove_entry(path: Path) -> None:
+    """Remove a cache entry (a store folder; a symlink or file planted in its place is unlinked, not followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_cache(entry: Path) -> SliceSet | None:
+    """The store in ``entry`` memory-mapped, or None when there is none or it is damaged (rebuild)."""
+    if entry.is_symlink() or not entry.is_dir():
         return None
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return SliceSet(images=data["images"], annotations=data["annotations"].astype(np.int64),
-                            mask=data["mask"], raters=data["raters"].tolist(), classes=data["classes"].tolist(),
-                            subjects=data["subjects"].tolist(), case_ids=data["case_ids"].tolist(),
-                            splits=data["splits"].tolist(), name=str(data["name"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return open_store(entry)
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable or from another version: rebuild
-
-
-def _write_cache(file: Path, slices: SliceSet) -> None:
-    small = np.uint8 if len(slices.classes) <= 256 else np.int16
-    with atomic_path(file) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=slices.images, annotations=slices.annotations.astype(small), mask=slices.mask,
-                 raters=np.array(slices.raters), classes=np.array(slices.classes),
-                 subjects=np.array(slices.subjects), case_ids=np.array(slices.case_ids),
-                 splits=np.array(slices.splits), name=np.array(slices.name))
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -269,8 +277,8 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
     ``cache=False`` rebuilds without reading or writing the cache). A manifest's files must lie in
     its folder unless ``allow_outside_paths``.
 
-    Returns a :class:`SliceSet`: images (S, C, H, W) float32, annotations (S, R, H, W) int64,
-    mask (S, R) bool. Bad input raises :class:`DataError` naming the file.
+    Returns a :class:`SliceSet`: images (S, C, H, W) float32, annotations (S, R, H, W) uint8,
+    mask (S, R) bool, grouped by split; from the cache memory-mapped (read-only). Bad input raises :class:`DataError` naming the file.
     """
     config = config or ProSegConfig()
     if split is not None and split not in SPLITS:
@@ -282,19 +290,20 @@ def load_dataset(source: str | os.PathLike, split: str | None = None, config: Pr
         path = Path(source)
         files, options, build = _plan(path, config, rank_raters, fold, whole, allow_outside_paths)
         slices = (_cached(path, files, options, config, build, Path(cache_dir or default_cache_dir())) if cache
-                  else build())
+                  else build(None))
     return slices if split is None else slices.split(split)
 
 
 def _plan(path: Path, config: ProSegConfig, rank_raters: str, fold: int, whole: bool, allow_outside_paths: bool
-          ) -> tuple[list[Path], dict[str, Any], Callable[[], SliceSet]]:
-    """The files a source depends on, its reader options, and how to read it."""
+          ) -> tuple[list[Path], dict[str, Any], Callable[[Path | None], SliceSet]]:
+    """The files a source depends on, its reader options, and how to read it (into a slice store
+    folder, or None: into memory)."""
     from .formats import ReadOptions, detect
 
     fmt, options = detect(path), ReadOptions(config, rank_raters, fold, whole, allow_outside_paths)
     key = ({"reader": fmt.name} | ({"rank_raters": rank_raters, "fold": fold} if fmt.name == "lidc" else {})
            | ({"whole": True} if whole else {}))
-    return fmt.files(path, options), key, lambda: fmt.read(path, options)
+    return fmt.files(path, options), key, lambda store: fmt.read(path, replace(options, store=store))
 
 
 def dataset_spacing(source: str | os.PathLike, rank_raters: str = "area", fold: int = 0,

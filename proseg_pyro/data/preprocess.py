@@ -25,7 +25,7 @@ SPACING_WARN_RATIO = 2.0  # in-plane spacing farther than this from training's g
 
 @dataclass
 class Prepared:
-    """One scan as the model sees it: ``images`` (Z, C, h, w) float32, ``labels`` (Z, R, h, w) int16
+    """One scan as the model sees it: ``images`` (Z, C, h, w) float32, ``labels`` (Z, R, h, w) uint8
     or None; the ``scan`` grid it came from, the ``model`` grid after resampling (the scan's when no
     resampling), where the resampled slice lies in ``images`` (``region``: top, left, height, width;
     resize mode: the whole of it) and ``notes``, one line per warning about this scan."""

@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import ConfigError, DataError
 from ..limits import check_archive_size, require_memory, require_regular_file
 from .images import Geometry, read_image
 from .preprocess import Preprocess
+from .slice_store import SliceWriter, open_store
 from .slices import SliceSet
 
 # h5py is imported by the reader that needs it (and SimpleITK by .images), so that a process that
@@ -40,7 +42,9 @@ def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
 
 
 def check_labels(array: np.ndarray, classes: list[str], path: str | os.PathLike) -> np.ndarray:
-    """Labels as int16 after checking they are integers in ``0 .. len(classes) - 1``."""
+    """Labels as uint8 after checking they are integers in ``0 .. len(classes) - 1`` (at most 256 classes)."""
+    if len(classes) > 256:
+        raise DataError(path, f"{len(classes)} classes: at most 256 are supported")
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
@@ -53,7 +57,7 @@ def check_labels(array: np.ndarray, classes: list[str], path: str | os.PathLike)
         outside = [v for v in np.unique(array).tolist() if not 0 <= v < len(classes)]
         raise DataError(path, f"label values {outside[:5]} outside the classes 0..{len(classes) - 1} "
                               f"({', '.join(classes)})")
-    return array.astype(np.int16)
+    return array.astype(np.uint8)
 
 
 def read_channels(paths: list[Path], grey: bool = False) -> tuple[np.ndarray, Geometry]:
@@ -75,7 +79,7 @@ def read_channels(paths: list[Path], grey: bool = False) -> tuple[np.ndarray, Ge
 
 
 def read_label(path: Path, image: Path, geometry: Geometry, classes: list[str]) -> np.ndarray:
-    """An annotation (Z, H, W) int16 of the scan whose first channel is ``image`` on ``geometry``:
+    """An annotation (Z, H, W) uint8 of the scan whose first channel is ``image`` on ``geometry``:
     a scalar label image on the same grid with labels in ``0 .. len(classes) - 1``, else DataError."""
     array, grid = read_image(path)
     if problem := geometry.mismatch(grid):
@@ -99,7 +103,7 @@ def subject_splits(subjects: Iterable[str], fractions: tuple[float, float, float
 @dataclass
 class Case:
     """One case before preprocessing: ``images`` (Z, C, H, W) float32, ``labels`` (Z, R, H, W)
-    int16 (zeros where unannotated), ``mask`` (R,) bool (which raters annotated the case) and the
+    uint8 (zeros where unannotated), ``mask`` (R,) bool (which raters annotated the case) and the
     images' ``geometry`` (None for sources without one: no resampling)."""
 
     case_id: str
@@ -112,58 +116,47 @@ class Case:
 
 
 def cases_to_slices(cases: Iterable[Case], raters: list[str], classes: list[str], name: str,
-                    config: ProSegConfig | None, source: str | os.PathLike, whole: bool = False) -> SliceSet:
-    """Preprocess ``cases`` one at a time and stack their slices (errors name ``source``).
+                    config: ProSegConfig | None, source: str | os.PathLike, whole: bool = False,
+                    store: Path | None = None) -> SliceSet:
+    """Preprocess ``cases`` one at a time into a slice store (errors name ``source``).
 
     Each case is resampled in-plane to ``config.spacing`` (cases with a geometry) and each slice's
     channels normalised by ``config.intensity``; slices are brought to ``config.image_size``
     (:meth:`Preprocess.training_slices`: crop/pad or resize), or with ``whole`` keep their whole
     field of view (:meth:`Preprocess.forward`), padded at the bottom and right to the largest
     case's size so that they stack (padding: each slice channel's minimum, labels background).
+    Slices are grouped by split (:mod:`~proseg_pyro.data.slice_store`). With ``store`` (an empty
+    folder) the slices are written there and returned memory-mapped; without, they are returned in
+    memory. Only one case is held in memory at a time while the store is written.
     """
+    if store is not None:
+        _write_store(cases, raters, classes, name, config, source, whole, store)
+        return open_store(store)
+    with tempfile.TemporaryDirectory(prefix="proseg-pyro-slices-") as folder:
+        _write_store(cases, raters, classes, name, config, source, whole, Path(folder))
+        slices = open_store(Path(folder))
+        require_memory(slices.images.nbytes + slices.annotations.nbytes, source,
+                       f"{len(slices)} slices of {slices.images.shape[-1]}x{slices.images.shape[-2]} in memory")
+        return open_store(Path(folder), in_memory=True)
+
+
+def _write_store(cases: Iterable[Case], raters: list[str], classes: list[str], name: str,
+                 config: ProSegConfig | None, source: str | os.PathLike, whole: bool, folder: Path) -> None:
+    """The preprocessing of :func:`cases_to_slices`, written into ``folder``."""
     preprocess = Preprocess.of(config or ProSegConfig())
-    images, labels, mask, subjects, case_ids, splits = [], [], [], [], [], []
-    held = 0  # bytes of the slices read so far
+    writer = SliceWriter(folder, list(raters), list(classes), name, source)
     for case in cases:
-        # images float32 and labels int64 at their preprocessed size, held twice while the cases are stacked
+        # the case's images float32 and labels at their preprocessed size, held twice while preprocessed
         height, width = preprocess.output_size(case.images.shape, case.geometry, whole)
-        held += len(case.images) * height * width * (4 * case.images.shape[1] + 8 * len(raters))
-        require_memory(2 * held, source, f"{len(subjects) + len(case.images)} slices of {width}x{height}")
+        require_memory(2 * len(case.images) * height * width * (4 * case.images.shape[1] + len(raters)), source,
+                       f"case {case.case_id!r}: {len(case.images)} slices of {width}x{height}")
         if whole:
             prepared = preprocess.forward(case.images, case.geometry, case.labels)
             image, label = prepared.images, prepared.labels
         else:
             image, label = preprocess.training_slices(case.images, case.labels, case.geometry)
-        if images and image.shape[1] != images[0].shape[1]:
-            raise DataError(source, f"case {case.case_id!r} has {image.shape[1]} channels, "
-                                    f"earlier cases {images[0].shape[1]}")
-        images.append(image)
-        labels.append(label)
-        count = len(image)
-        mask.append(np.broadcast_to(case.mask, (count, len(raters))))
-        subjects += [case.subject] * count
-        case_ids += [case.case_id] * count
-        splits += [case.split] * count
-    if not images:
-        raise DataError(source, "the dataset holds no cases")
-    if whole:
-        images, labels = _padded_to_largest(images, labels)
-    return SliceSet(images=np.concatenate(images), annotations=np.concatenate(labels).astype(np.int64),
-                    mask=np.concatenate(mask).astype(bool), raters=list(raters), classes=list(classes),
-                    subjects=subjects, case_ids=case_ids, splits=splits, name=name)
-
-
-def _padded_to_largest(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Cases' (Z, C, H, W) images and (Z, R, H, W) labels padded at the bottom and right to the
-    largest height and width (images with each slice channel's minimum, labels with 0)."""
-    height, width = (max(image.shape[axis] for image in images) for axis in (-2, -1))
-    out_images, out_labels = [], []
-    for image, label in zip(images, labels):
-        widths = [(0, 0), (0, 0), (0, height - image.shape[-2]), (0, width - image.shape[-1])]
-        low = image.min(axis=(-2, -1), keepdims=True)
-        out_images.append(np.pad(image - low, widths) + low)
-        out_labels.append(np.pad(label, widths))
-    return out_images, out_labels
+        writer.add(case.case_id, case.subject, case.split, image, label, case.mask)
+    writer.finish()
 
 
 # --- LIDC-IDRI style pickles ----------------------------------------------------------------------
@@ -243,7 +236,7 @@ def lidc_splits(subjects: Iterable[str], fold: int) -> dict[str, str]:
 
 
 def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: int = 0,
-                     config: ProSegConfig | None = None, whole: bool = False) -> SliceSet:
+                     config: ProSegConfig | None = None, whole: bool = False, store: Path | None = None) -> SliceSet:
     """Read a LIDC-IDRI style pickle (Prob. U-Net / Medical Matting layout), or a zip holding one.
 
     Layout: ``{key: {"image": (H, W) 0-255 or [0, 1], "masks": [k x (H, W)], "series_uid": str}}``;
@@ -251,8 +244,8 @@ def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: i
     foreground area (stable; virtual raters ``rank1..rankk``, as for LIDC), ``"keep"`` keeps slot
     identities (real raters ``rater1..raterk``, as for QUBIQ). Images with fewer masks than the most
     leave the last slots unannotated. Subject = ``series_uid`` up to the first ``_``; splits from
-    :func:`lidc_splits` with ``fold`` in 0..3. Returns slices preprocessed by ``config`` (``whole``:
-    see :func:`cases_to_slices`).
+    :func:`lidc_splits` with ``fold`` in 0..3. Returns slices preprocessed by ``config`` (``whole``
+    and ``store``: see :func:`cases_to_slices`).
     """
     if rank_raters not in RANK_MODES:
         raise ConfigError(f"rank_raters must be one of {RANK_MODES}, got {rank_raters!r}")
@@ -270,18 +263,18 @@ def read_lidc_pickle(path: str | os.PathLike, rank_raters: str = "area", fold: i
         for key, subject, image, masks in entries:
             if rank_raters == "area":
                 masks = masks[np.argsort(masks.sum(axis=(1, 2)), kind="stable")]
-            labels = np.zeros((1, num_raters, *image.shape), dtype=np.int16)
+            labels = np.zeros((1, num_raters, *image.shape), dtype=np.uint8)
             labels[0, :len(masks)] = masks
             yield Case(key, subject, splits[subject], image[None, None], labels,
                        np.arange(num_raters) < len(masks))
 
     prefix = "rank" if rank_raters == "area" else "rater"
     return cases_to_slices(cases(), [f"{prefix}{i + 1}" for i in range(num_raters)], LIDC_CLASSES,
-                           path.name.split(".")[0], config, path, whole)
+                           path.name.split(".")[0], config, path, whole, store)
 
 
 def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """(key, subject, image (H, W) float32 in [0, 1], masks (k, H, W) int16) of one pickle record."""
+    """(key, subject, image (H, W) float32 in [0, 1], masks (k, H, W) uint8) of one pickle record."""
     if (not isinstance(record, dict) or not isinstance(record.get("image"), np.ndarray)
             or not isinstance(record.get("masks"), (list, tuple, np.ndarray))):
         raise DataError(path, f"record {key!r} lacks an 'image' array or a list of 'masks'")
@@ -301,7 +294,7 @@ def _lidc_entry(path: Path, key: str, record: Any) -> tuple[str, str, np.ndarray
     if image.max() > 1:
         image = image / 255.0
     subject = str(record.get("series_uid", key)).split("_")[0]
-    return key, subject, image, (np.stack(masks) > 0.5).astype(np.int16)
+    return key, subject, image, (np.stack(masks) > 0.5).astype(np.uint8)
 
 
 # --- NPC-style h5 (MMIS-2024) ---------------------------------------------------------------------
@@ -314,7 +307,7 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     """Read one NPC h5 case: keys ``t1``, ``t1c``, ``t2`` (2D slice or 3D volume, sliced along
     axis 0) and ``label_a1``..``label_a4`` (a missing key leaves that rater unannotated).
 
-    Returns images (Z, 3, H, W) float32, labels (Z, 4, H, W) int16 and mask (4,) bool.
+    Returns images (Z, 3, H, W) float32, labels (Z, 4, H, W) uint8 and mask (4,) bool.
     """
     import h5py
 
@@ -345,7 +338,7 @@ def read_npc_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     images = np.stack(channels, axis=-3)
     images = images[None] if images.ndim == 3 else images
     check_finite(images, path)
-    labels = np.zeros((images.shape[0], len(NPC_RATERS), *images.shape[-2:]), dtype=np.int16)
+    labels = np.zeros((images.shape[0], len(NPC_RATERS), *images.shape[-2:]), dtype=np.uint8)
     for slot, label in raters.items():
         labels[:, slot] = check_labels(label, NPC_CLASSES, path).reshape(labels[:, slot].shape)
     return images, labels, np.isin(np.arange(len(NPC_RATERS)), list(raters))
@@ -366,13 +359,14 @@ def _h5_array(handle, key: str, path: Path) -> np.ndarray:
     return dataset[()]
 
 
-def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None, whole: bool = False) -> SliceSet:
+def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = None, whole: bool = False,
+                    store: Path | None = None) -> SliceSet:
     """Read every ``*.h5`` under ``folder`` (one case each, see :func:`read_npc_case`).
 
     Case id = path relative to ``folder`` without ``.h5``; subject = file stem without a trailing
     ``_slice<N>``. Split = the first enclosing folder named ``train*``, ``val*`` or ``test*`` (as in
     the MMIS-2024 layout ``training_2d/``, ``validation/``, ``testing/``), else assigned by subject
-    (:func:`subject_splits`). Returns slices preprocessed by ``config`` (``whole``: see
+    (:func:`subject_splits`). Returns slices preprocessed by ``config`` (``whole`` and ``store``: see
     :func:`cases_to_slices`).
     """
     folder = Path(folder)
@@ -389,7 +383,7 @@ def read_npc_folder(folder: str | os.PathLike, config: ProSegConfig | None = Non
             yield Case(file.relative_to(folder).with_suffix("").as_posix(), subject, split or assigned[subject],
                        images, labels, mask)
 
-    return cases_to_slices(cases(), NPC_RATERS, NPC_CLASSES, folder.name, config, folder, whole)
+    return cases_to_slices(cases(), NPC_RATERS, NPC_CLASSES, folder.name, config, folder, whole, store)
 
 
 def _folder_split(relative: Path) -> str:

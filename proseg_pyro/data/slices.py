@@ -10,7 +10,7 @@ import numpy as np
 class SliceSet:
     """Preprocessed 2D slices of a multi-rater dataset.
 
-    ``images`` (S, C, H, W) float32, ``annotations`` (S, R, H, W) int64 (slot ``i`` is rater ``i``;
+    ``images`` (S, C, H, W) float32, ``annotations`` (S, R, H, W) uint8 (slot ``i`` is rater ``i``;
     unannotated slots hold 0), ``mask`` (S, R) bool (rater ``i`` annotated slice ``s``),
     ``raters`` the R rater names, ``classes`` the K class names, ``subjects`` and ``case_ids`` one
     per slice, ``splits`` one per slice (``"train"``, ``"val"``, ``"test"`` or ``""`` unassigned).
@@ -40,12 +40,16 @@ class SliceSet:
         return len(self.images)
 
     def select(self, index: np.ndarray | list[int]) -> "SliceSet":
-        """The slices at ``index`` (integer positions or a boolean mask)."""
+        """The slices at ``index`` (integer positions or a boolean mask). Consecutive positions
+        select a view (of a memory-mapped set: no copy in memory), any others a copy."""
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
         pick = lambda items: [items[i] for i in index]  # noqa: E731
-        return SliceSet(self.images[index], self.annotations[index], self.mask[index], list(self.raters),
+        rows = index
+        if len(index) and index.dtype.kind in "iu" and (np.diff(index) == 1).all() and index[0] >= 0:
+            rows = slice(int(index[0]), int(index[-1]) + 1)
+        return SliceSet(self.images[rows], self.annotations[rows], self.mask[rows], list(self.raters),
                         list(self.classes), pick(self.subjects), pick(self.case_ids), pick(self.splits),
                         self.name)
 

@@ -49,11 +49,11 @@ class SyntheticTruth:
 
     def draw(self, rng: np.random.Generator, raters: list[int] | None = None,
              index: np.ndarray | None = None) -> np.ndarray:
-        """Fresh annotations from the true rater model: (S, len(raters), H, W) int64."""
+        """Fresh annotations from the true rater model: (S, len(raters), H, W) uint8."""
         raters = list(range(len(self.styles))) if raters is None else raters
         index = np.arange(len(self.main)) if index is None else np.asarray(index)
         main, satellite = self.main[index], self.satellite[index]
-        out = np.empty((len(index), len(raters), *main.shape[1:]), dtype=np.int64)
+        out = np.empty((len(index), len(raters), *main.shape[1:]), dtype=np.uint8)
         for slot, rater in enumerate(raters):
             style = self.styles[rater]
             soft = np.maximum(main, satellite) if style.satellites else main

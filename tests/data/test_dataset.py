@@ -56,7 +56,7 @@ def test_volume_manifest_slices_channels_and_missing_rater(volume_manifest):
     slices = load_dataset(volume_manifest, config=CONFIG16)
     assert isinstance(slices, SliceSet) and len(slices) == 5
     assert slices.images.shape == (5, 2, 16, 16) and slices.images.dtype == np.float32
-    assert slices.annotations.shape == (5, 3, 16, 16) and slices.annotations.dtype == np.int64
+    assert slices.annotations.shape == (5, 3, 16, 16) and slices.annotations.dtype == np.uint8
     assert slices.mask.tolist() == [[True, True, False]] * 5
     assert not slices.annotations[:, 2].any()
     inner = (slice(2, 14), slice(3, 13))  # 12 x 10 centred in 16 x 16
@@ -112,7 +112,12 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_facto
     write_image(label, VOLUMES["A"])
     volume_manifest.write_text(volume_manifest.read_text().replace('"A.nii.gz"', '"A.nii"'))
     first = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
-    assert len(list(cache_dir.glob("*.npz"))) == 1
+    (entry,) = cache_dir.iterdir()  # one store: .npy arrays, mapped rather than read into memory
+    assert sorted(path.name for path in entry.iterdir()) == ["annotations.npy", "images.npy", "mask.npy", "meta.json"]
+    assert isinstance(first.images, np.memmap) and isinstance(first.annotations, np.memmap)
+    assert first.annotations.dtype == np.uint8
+    train_split = first.split("train")  # slices are grouped by split: a split is a view of the map
+    assert np.shares_memory(train_split.images, first.images) and isinstance(train_split.annotations, np.memmap)
     assert not (volume_manifest.parent / ".cache").exists()  # nothing is written into the dataset
 
     def fail(*_):
@@ -134,7 +139,7 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_facto
     os.utime(label, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     changed = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
     np.testing.assert_array_equal(changed.annotations[3, 0, 2:14, 3:13], 1 - VOLUMES["A"][3])
-    assert len(list(cache_dir.glob("*.npz"))) == 1  # stale entries removed
+    assert len(list(cache_dir.iterdir())) == 1  # stale entries removed
 
 
 def test_a_symlinked_cache_folder_is_refused(volume_manifest, tmp_path_factory):
@@ -264,4 +269,7 @@ def test_synthetic_source_and_export(tmp_path):
     assert slices.images.shape == (6, 1, 32, 32) and slices.annotations.shape == (6, 4, 32, 32)
     assert np.allclose(slices.images.mean(axis=(2, 3)), 0, atol=1e-5)
     assert len(load_dataset("synthetic", "train", config, num_images=6, seed=1)) == slices.splits.count("train")
-    _assert_same(load_dataset(write_manifest_dataset(slices, tmp_path), config=config), slices)
+    reloaded = load_dataset(write_manifest_dataset(slices, tmp_path), config=config)
+    assert reloaded.splits == sorted(slices.splits, key=["train", "val", "test"].index)  # grouped by split
+    for split in ("train", "val", "test"):  # each split's slices in their order
+        _assert_same(reloaded.split(split), slices.split(split))

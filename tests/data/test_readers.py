@@ -118,7 +118,8 @@ def test_lidc_ranks_raters_by_area(lidc_pickle, zipped):
     assert set(np.unique(slices.annotations)) <= {0, 1}
     for index, key in enumerate(slices.case_ids):
         assert slices.annotations[index].sum(axis=(1, 2)).tolist() == sorted(AREAS[key])
-    assert slices.subjects == ["subjA", "subjA", "subjB"]
+    assert sorted(slices.subjects) == ["subjA", "subjA", "subjB"]
+    assert slices.splits == sorted(slices.splits, key=["train", "val", "test"].index)  # grouped by split
 
 
 def test_lidc_keep_mode_keeps_slots(lidc_pickle):
@@ -218,12 +219,13 @@ def test_npc_folder_channels_raters_and_splits(tmp_path):
     _write_npc(tmp_path / "P003.h5", (16, 16), seed=2)
     slices = load_dataset(tmp_path, config=CONFIG16)
     assert slices.images.shape == (5, 3, 16, 16) and slices.raters == ["A1", "A2", "A3", "A4"]
-    assert slices.case_ids == ["P003", "testing/P001", "testing/P001", "testing/P001", "training_2d/P002_slice_1"]
-    assert slices.splits[1:] == ["test"] * 3 + ["train"]
-    assert slices.subjects[-1] == "P002" and slices.mask[-1].tolist() == [True, False, True, False]
-    np.testing.assert_array_equal(slices.annotations[2], np.stack([arrays[f"label_a{r}"][1] for r in range(1, 5)]))
+    # grouped by split (P003 is assigned to train), files in order within each
+    assert slices.case_ids == ["P003", "training_2d/P002_slice_1", "testing/P001", "testing/P001", "testing/P001"]
+    assert slices.splits == ["train"] * 2 + ["test"] * 3
+    assert slices.subjects[1] == "P002" and slices.mask[1].tolist() == [True, False, True, False]
+    np.testing.assert_array_equal(slices.annotations[3], np.stack([arrays[f"label_a{r}"][1] for r in range(1, 5)]))
     t2 = arrays["t2"][1]
-    np.testing.assert_allclose(slices.images[2, 2], (t2 - t2.mean()) / t2.std(), atol=1e-4)
+    np.testing.assert_allclose(slices.images[3, 2], (t2 - t2.mean()) / t2.std(), atol=1e-4)
 
 
 def test_npc_bad_input(tmp_path):

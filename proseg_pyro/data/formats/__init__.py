@@ -24,13 +24,15 @@ class ReadOptions:
     """How to read a dataset: the run's ``config`` (preprocessing), for LIDC pickles how to order
     the raters (``rank_raters`` "area" | "keep") and which ``fold`` (0..3) is the test split, and
     whether slices keep their ``whole`` field of view (else they are brought to ``image_size``);
-    ``allow_outside_paths``: a manifest may name files outside its folder."""
+    ``allow_outside_paths``: a manifest may name files outside its folder; ``store``: an empty
+    folder to write the slices into and map them from (None: read them into memory)."""
 
     config: ProSegConfig
     rank_raters: str = "area"
     fold: int = 0
     whole: bool = False
     allow_outside_paths: bool = False
+    store: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def detect(path: str | os.PathLike) -> Format:
 
 def _manifest_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..dataset import load_manifest, read_manifest
-    return load_manifest(read_manifest(path, options.allow_outside_paths), options.config, options.whole)
+    return load_manifest(read_manifest(path, options.allow_outside_paths), options.config, options.whole,
+                         options.store)
 
 
 def _manifest_files(path: Path, options: ReadOptions) -> list[Path]:
@@ -83,12 +86,13 @@ def _manifest_spacings(path: Path, options: ReadOptions) -> list[tuple[float, fl
 
 def _lidc_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..readers import read_lidc_pickle
-    return read_lidc_pickle(path, options.rank_raters, options.fold, options.config, options.whole)
+    return read_lidc_pickle(path, options.rank_raters, options.fold, options.config, options.whole,
+                            options.store)
 
 
 def _npc_read(path: Path, options: ReadOptions) -> SliceSet:
     from ..readers import read_npc_folder
-    return read_npc_folder(path, options.config, options.whole)
+    return read_npc_folder(path, options.config, options.whole, options.store)
 
 
 def _no_spacing(path: Path, options: ReadOptions) -> list[tuple[float, float]]:

@@ -146,7 +146,7 @@ def to_manifest(folder: Path):
 
 def _read(path: Path, options: ReadOptions):
     from ..dataset import load_manifest
-    return load_manifest(to_manifest(path), options.config, options.whole)
+    return load_manifest(to_manifest(path), options.config, options.whole, options.store)
 
 
 def _files(path: Path, options: ReadOptions) -> list[Path]:
