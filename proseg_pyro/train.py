@@ -4,8 +4,8 @@ torch optimiser and a plain loop budgeted in optimiser steps.
 Each step draws a batch with replacement (augmented; where slices are larger than the model's
 ``image_size``, a patch, part of them centred on foreground), read from the sets' arrays (the
 memory-mapped slice cache, for sets loaded from files) and converted on the device batch by batch.
-Every ``val_every`` steps the run is validated (ELBO and the Dice of the personalised predictions), ``best.pt`` keeps the best validation
-Dice and ``last.pt`` the state to resume from exactly (optimiser and RNG states); a CSV log, a
+Every ``val_every`` steps the run is validated (ELBO and the Dice of the personalised
+predictions), ``best.pt`` keeps the best validation Dice and ``last.pt`` the state to resume from exactly (optimiser and RNG states); a CSV log, a
 learning-rate warm-up and decay (:mod:`proseg_pyro.schedule`), and a clear stop on a non-finite loss.
 The ELBO's samples of each image come from a seed of its own (run seed, step, position in the
 batch), so in a process group (``torchrun``, see :mod:`proseg_pyro.distributed`), where the ELBO
