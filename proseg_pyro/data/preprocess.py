@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..config import ProSegConfig
 from .images import Geometry, resample
-from .transforms import fit_to_size, normalise_slices, resize
+from .transforms import fit_to_size, normalise_slices, pad_slices, resize
 
 SPACING_TOLERANCE = 1e-3  # relative difference of spacings treated as equal (no resampling)
 SPACING_WARN_RATIO = 2.0  # in-plane spacing farther than this from training's gets a warning
@@ -133,10 +133,7 @@ class Preprocess:
         sizes = self.padded_size(height, width)
         before = [(size - length) // 2 for size, length in zip(sizes, (height, width))]
         widths = [(0, 0), (0, 0)] + [(b, size - length - b) for b, size, length in zip(before, sizes, (height, width))]
-        low = images.min(axis=(-2, -1), keepdims=True)
-        padded = np.pad(images - low, widths) + low
-        if labels is not None:
-            labels = np.pad(labels, widths)
+        padded, labels = pad_slices(images, labels, widths)
         return padded.astype(np.float32), labels, (before[0], before[1], height, width)
 
     def training_slices(self, images: np.ndarray, labels: np.ndarray, geometry: Geometry | None

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .slices import SliceSet
+from .transforms import pad_slices
 
 SPLIT_ORDER = ("train", "val", "test", "")
 ARRAYS = {"images": np.float32, "annotations": np.uint8, "mask": np.bool_}
@@ -110,9 +111,7 @@ def pad_to(arrays: tuple[np.ndarray, np.ndarray], height: int, width: int) -> tu
     images, labels = arrays
     if images.shape[-2:] == (height, width):
         return images, labels
-    widths = [(0, 0), (0, 0), (0, height - images.shape[-2]), (0, width - images.shape[-1])]
-    low = images.min(axis=(-2, -1), keepdims=True)
-    return np.pad(images - low, widths) + low, np.pad(labels, widths)
+    return pad_slices(images, labels, [(0, 0), (0, 0), (0, height - images.shape[-2]), (0, width - images.shape[-1])])
 
 
 def open_store(folder: Path, in_memory: bool = False) -> SliceSet:

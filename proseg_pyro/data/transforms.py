@@ -30,6 +30,14 @@ def normalise_slices(images: np.ndarray, mode: str) -> np.ndarray:
     return normalise_intensity(images.reshape(-1, 1, *images.shape[-2:]), mode).reshape(images.shape)
 
 
+def pad_slices(images: np.ndarray, labels: np.ndarray | None, widths: list[tuple[int, int]]
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``images`` (Z, C, H, W) padded by ``widths`` (``numpy.pad``'s, one pair per axis) with each
+    slice channel's minimum, and ``labels`` (Z, R, H, W, or None) with background."""
+    low = images.min(axis=(-2, -1), keepdims=True)
+    return np.pad(images - low, widths) + low, None if labels is None else np.pad(labels, widths)
+
+
 def crop_or_pad(array: np.ndarray, size: int, pad_value: float = 0.0) -> np.ndarray:
     """Centre crop or pad the last two axes of ``array`` (..., H, W) to (..., size, size)."""
     out = array
