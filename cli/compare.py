@@ -12,7 +12,6 @@ from proseg_pyro.outputs import folder_lock, prepare_outputs
 from .common import (PROTOCOL, SEED, budget_options, data_options, load_training_source, paper_format, read_config,
                      runs_of)
 from .main import cli
-from .train import config_for_data
 
 
 def _numbers(text: str | None, kind: type, option: str) -> list | None:
@@ -90,7 +89,7 @@ def _compare(source, names, config, out, images, samples, convention, device, fo
         raise click.UsageError("--images applies to the built-in set only")
     else:
         slices, truth = load_training_source(source, config), None
-    config = config_for_data(config, slices)
+    config = config.fitted_to(slices)
     click.echo(f"comparing {len(names)} methods on {slices.name or source['path']} ({len(slices)} slices), "
                f"device {device}")
     results = {}

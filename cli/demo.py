@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -11,19 +10,7 @@ from proseg_pyro.outputs import folder_lock, prepare_outputs, prepare_run
 from .common import SEED
 from .main import cli
 
-if TYPE_CHECKING:
-    import numpy as np
-
-    from proseg_pyro.evaluate import Evaluation
-
 QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-brain-growth" / "brain_growth_alpha.zip"
-
-
-def format_matrix(matrix: np.ndarray, names: list[str]) -> str:
-    width = max(8, *(len(name) + 1 for name in names))
-    lines = [" " * width + "".join(f"{name:>{width}}" for name in names)]
-    lines += [f"{name:<{width}}" + "".join(f"{value:>{width}.3f}" for value in row) for name, row in zip(names, matrix)]
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -55,23 +42,11 @@ def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, see
     import numpy as np
 
     from proseg_pyro import metrics
-    from proseg_pyro.checkpoint import load_checkpoint
     from proseg_pyro.config import ProSegConfig
     from proseg_pyro.data import load_dataset
-    from proseg_pyro.data.export import write_manifest_dataset
-    from proseg_pyro.data.synthetic import make_synthetic
-    from proseg_pyro.evaluate import evaluate, oracle_predictions, score
-    from proseg_pyro.train import fit
+    from proseg_pyro.demo import format_matrix, train_and_score, write_builtin_set
 
-    slices, truth = make_synthetic(images, image_size, seed)
-    manifest = write_manifest_dataset(slices, out / "data")
-    config = ProSegConfig(image_size=image_size, steps=steps, seed=seed, num_raters=len(slices.raters),
-                          rater_names=list(slices.raters))
-    reloaded = load_dataset(manifest, config=config)  # grouped by split: compared split by split
-    if not all(np.array_equal(reloaded.split(name).annotations, slices.split(name).annotations)
-               and np.allclose(reloaded.split(name).images, slices.split(name).images, atol=1e-4)
-               for name in ("train", "val", "test")):
-        raise click.ClickException(f"{manifest}: the written set does not read back identically")
+    slices, truth, manifest = write_builtin_set(images, image_size, seed, out / "data")
     click.echo(f"built-in set: {len(slices)} slices of {image_size}x{image_size}, raters {slices.raters}, "
                f"written to {manifest} and read back identically")
     click.echo("\nexpert distance matrix (1 - IoU, mean over images):")
@@ -82,22 +57,10 @@ def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, see
         click.echo(format_matrix(metrics.expert_distance_matrix(qubiq.annotations, qubiq.mask), qubiq.raters))
 
     click.echo(f"\ntraining ProSeg for up to {steps} steps on {device} ...")
-    result = fit(config, slices.split("train"), slices.split("val"), out / "model", device=device)
+    config = ProSegConfig(image_size=image_size, steps=steps, seed=seed).fitted_to(slices)
+    result, evaluation = train_and_score(slices, truth, config, out / "model", samples, device)
     click.echo(f"best step {result.best_step}, {sum(row['seconds'] for row in result.history):.0f} s")
-    model, guide, _ = load_checkpoint(out / "model" / "best.pt", device)
-    test = slices.split("test")
-    evaluation = evaluate(model, guide, test, samples, device=device, seed=seed)
-    test_index = np.flatnonzero(np.array(slices.splits) == "test")
-    oracle_rows, oracle_cross = score(test, oracle_predictions(truth, test_index, samples, seed))
-    evaluation.rows.update({f"oracle {name}": row for name, row in oracle_rows.items()})
-    evaluation.cross_rater_dice["oracle personalised"] = oracle_cross["personalised"]
     evaluation.to_json(out / "evaluation.json")
-    report(evaluation)
-
-
-def report(evaluation: Evaluation) -> None:
-    import numpy as np
-
     click.echo(f"\ntest split ({evaluation.settings['images']} images, {evaluation.settings['samples']} samples):")
     click.echo(evaluation.markdown())
     for name, matrix in evaluation.cross_rater_dice.items():

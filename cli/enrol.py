@@ -42,12 +42,12 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     from proseg_pyro.data.patches import to_device
     from proseg_pyro.device import resolve_device
     from proseg_pyro.enrol import enrol as run_enrolment
-    from proseg_pyro.enrol import rater_names, style_dice
+    from proseg_pyro.enrol import style_dice
 
     prepare_outputs([out], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
-    if name in rater_names(config):
+    if name in config.slot_names():
         raise ProSegError(f"rater {name!r} is already known to {checkpoint}")
     slices = load_source(source, config, split)
     check_fits(slices, config, source, checkpoint, raters=False)
@@ -68,7 +68,7 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=result.model.state_dict(),
                     guide=result.guide.state_dict(), step=content.get("step"),
                     metrics={**metrics, "enrolled": enrolled})
-    names = rater_names(result.config)
+    names = result.config.slot_names()
     torch.manual_seed(seed)
     dice = style_dice(result.model, result.guide, x, y, list(range(len(names))))
     click.echo(f"Dice of {name}'s annotations with each style's prediction on these images:")

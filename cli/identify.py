@@ -34,7 +34,6 @@ def identify(checkpoint, images, annotation, samples, json_path, device, seed, f
 
     from proseg_pyro.checkpoint import load_checkpoint
     from proseg_pyro.device import resolve_device
-    from proseg_pyro.enrol import rater_names
     from proseg_pyro.identify import log_evidence, posterior
     from proseg_pyro.volume import prepare_scan, read_annotation, read_scan
 
@@ -45,7 +44,7 @@ def identify(checkpoint, images, annotation, samples, json_path, device, seed, f
     prepared = prepare_scan(scan, config, read_annotation(annotation, scan, config.num_classes))
     x = torch.as_tensor(prepared.images, device=device)
     y = torch.as_tensor(prepared.labels[:, 0].astype(np.int64), device=device)
-    names = rater_names(config)
+    names = config.slot_names()
     pyro.set_rng_seed(seed)
     evidence = torch.cat([log_evidence(model, guide, x[start:start + 16], y[start:start + 16], list(range(len(names))),
                                        samples) for start in range(0, len(x), 16)])

@@ -11,10 +11,9 @@ from .main import cli
 
 def request_for(config, checkpoint: Path, raters: tuple[str, ...], prior: bool, samples: int, seed: int):
     """The :class:`~proseg_pyro.predict.Request` of the command-line options."""
-    from proseg_pyro.enrol import rater_index, rater_names
     from proseg_pyro.predict import Request
 
-    slots = None if prior else [rater_index(config, name) for name in dict.fromkeys(raters or rater_names(config))]
+    slots = None if prior else [config.slot_of(name) for name in dict.fromkeys(raters or config.slot_names())]
     return Request(slots, samples, seed, str(checkpoint))
 
 

@@ -21,12 +21,6 @@ if TYPE_CHECKING:
     from proseg_pyro.train import TrainResult
 
 
-def config_for_data(config, slices: SliceSet):
-    """The config with the dataset's raters, channels and classes filled in."""
-    return config.replace(num_raters=len(slices.raters), rater_names=list(slices.raters),
-                          in_channels=slices.images.shape[1], num_classes=len(slices.classes))
-
-
 def fit_rank(config, train_set: SliceSet, val_set: SliceSet, out: Path, device: torch.device,
              resume: bool) -> TrainResult:
     """One rank of a data-parallel run: join the process group, train, leave."""
@@ -105,7 +99,7 @@ def _train(source, config, out, device, resumes, ddp, nproc, under_torchrun, mai
     rank, or on spawned ranks)."""
     config = with_training_spacing(source, config)
     slices = load_training_source(source, config)
-    config = config_for_data(config, slices)
+    config = config.fitted_to(slices)
     for (name, run), resume in zip(runs_of(slices, source, source_format), resumes):
         _train_run(source, config, run, out / name if name else out, device, resume, ddp, nproc, under_torchrun,
                    main_rank, f"{name}: " if name else "")

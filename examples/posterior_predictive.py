@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     else:
         slices, _ = make_synthetic(args.images, args.image_size, seed=0)
         config = ProSegConfig(image_size=args.image_size, steps=args.steps, base_channels=args.width,
-                              depth=2 if args.image_size < 32 else 3, num_raters=len(slices.raters))
+                              depth=2 if args.image_size < 32 else 3).fitted_to(slices)
         with tempfile.TemporaryDirectory() as out:
             fit(config, slices.split("train"), slices.split("val"), out, progress=False)
             model, guide, config = load_checkpoint(f"{out}/last.pt")

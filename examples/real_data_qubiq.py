@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None):
     base = ProSegConfig(image_size=args.image_size, resize="resize", steps=args.steps, batch_size=8)
     slices = holdout_splits(load_dataset(args.pickle, config=base, rank_raters="keep"),
                             args.holdout, args.validation, args.split_seed)
-    base = base.replace(num_raters=len(slices.raters), rater_names=list(slices.raters))
+    base = base.fitted_to(slices)
     result = compare(slices, base, parse_methods(args.methods), args.out, args.samples, progress=False,
                      seeds=_numbers(args.seeds, int), lr_grid=_numbers(args.lr_grid, float))
     result.to_json(f"{args.out}/comparison.json")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     rows = {}
     for name, change in VARIANTS.items():
         config = ProSegConfig(image_size=args.image_size, steps=args.steps, base_channels=args.width,
-                              depth=2 if args.image_size < 32 else 3, num_raters=len(slices.raters), **change)
+                              depth=2 if args.image_size < 32 else 3, **change).fitted_to(slices)
         with tempfile.TemporaryDirectory() as out:
             fit(config, slices.split("train"), slices.split("val"), out, progress=False)
             model, guide, _ = load_checkpoint(f"{out}/last.pt", method=config.method)

@@ -178,6 +178,24 @@ class ProSegConfig:
             raise ConfigError("config: enrolled raters need z_head 'shared' (with per-rater z heads a rater's "
                               "style lives in its head, which a new rater does not have)")
 
+    # --- raters and the data a run is fitted to ------------------------------------------------
+    def slot_names(self) -> list[str]:
+        """Every rater slot's name: the R training raters (``"0" .. "R-1"`` if unnamed), then the enrolled ones."""
+        return list(self.rater_names or map(str, range(self.num_raters))) + list(self.enrolled_raters)
+
+    def slot_of(self, name: str) -> int:
+        """The slot of rater ``name`` (training or enrolled); an unknown name is a :class:`ConfigError`."""
+        names = self.slot_names()
+        if name not in names:
+            raise ConfigError(f"unknown rater {name!r}; this checkpoint knows {', '.join(names)}")
+        return names.index(name)
+
+    def fitted_to(self, data: Any) -> "ProSegConfig":
+        """This config with the raters, image channels and classes of ``data`` (a
+        :class:`~proseg_pyro.data.slices.SliceSet`: ``.raters``, ``.images`` (S, C, H, W), ``.classes``)."""
+        return self.replace(num_raters=len(data.raters), rater_names=list(data.raters),
+                            in_channels=data.images.shape[1], num_classes=len(data.classes))
+
     # --- JSON round trip -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

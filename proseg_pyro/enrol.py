@@ -35,25 +35,12 @@ from .guide import ProSegGuide
 from .model import ProSegModel
 
 
-def rater_names(config: ProSegConfig) -> list[str]:
-    """Every rater slot's name: the R training raters (``"0" .. "R-1"`` if unnamed), then the enrolled ones."""
-    return list(config.rater_names or map(str, range(config.num_raters))) + list(config.enrolled_raters)
-
-
-def rater_index(config: ProSegConfig, name: str) -> int:
-    """The slot of rater ``name`` (training or enrolled); an unknown name is a ProSegError."""
-    names = rater_names(config)
-    if name not in names:
-        raise ProSegError(f"unknown rater {name!r}; this checkpoint knows {', '.join(names)}")
-    return names.index(name)
-
-
 def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> tuple[ProSegModel, ProSegGuide, list[str]]:
     """Copies of ``model`` and ``guide`` with a slot for rater ``name`` (their config lists it): its
     tau row at the mean of the training raters' rows, its style offset 0. Also returns the names of
     the guide's per-rater parameters, whose last row is the new rater's."""
     config = guide.config
-    if name in rater_names(config):
+    if name in config.slot_names():
         raise ProSegError(f"rater {name!r} is already known to this checkpoint")
     new_config = config.replace(enrolled_raters=[*config.enrolled_raters, name])
     device = next(guide.parameters()).device

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from . import inference, metrics
 from .data.slices import SliceSet
-from .enrol import rater_names
 from .guide import ProSegGuide
 from .io_utils import atomic_path
 from .model import ProSegModel
@@ -205,7 +204,7 @@ def make_figures(model: ProSegModel, guide: ProSegGuide, slices: SliceSet, out_d
     sampled batches, on a terminal only.
     """
     config = model.config
-    names = rater_names(config)
+    names = config.slot_names()
     paths = figure_paths(out_dir, embedding)
     torch.manual_seed(seed)
     images = torch.as_tensor(np.array(slices.images), dtype=torch.float32, device=device)

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from .config import ProSegConfig
 from .data.export import safe_name
 from .data.formats.nnunet import IMAGE_ENDINGS, channel_cases
-from .enrol import rater_names
 from .errors import ProSegError
 from .guide import ProSegGuide
 from .io_utils import atomic_write_text
@@ -53,7 +52,7 @@ class Request:
         """Output name stem of each style: ``prior`` or ``rater-<name>``."""
         if self.slots is None:
             return ["prior"]
-        return [f"rater-{safe_name(rater_names(config)[slot])}" for slot in self.slots]
+        return [f"rater-{safe_name(config.slot_names()[slot])}" for slot in self.slots]
 
     def files(self, config: ProSegConfig, out_dir: Path) -> list[dict[str, Path]]:
         """Every style's output files in ``out_dir`` (see :func:`~proseg_pyro.volume.style_files`)."""

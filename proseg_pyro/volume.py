@@ -20,7 +20,6 @@ from .config import ProSegConfig
 from .data.images import Geometry, write_image
 from .data.preprocess import Prepared, Preprocess
 from .data.readers import read_channels, read_label
-from .enrol import rater_names
 from .errors import DataError, ProSegError
 from .guide import ProSegGuide
 from .model import ProSegModel
@@ -128,7 +127,7 @@ def segment_scan(model: ProSegModel, guide: ProSegGuide, scan: Scan, raters: lis
     if samples is not None:
         samples = preprocess.to_scan(samples.transpose(1, 0, 2, 3), prepared, labels=True).transpose(1, 0, 2, 3)
     scale = prepared.model_voxel_ml / scan.voxel_ml  # sample volumes are counted on the model grid
-    names = ["prior"] if raters is None else [rater_names(config)[rater] for rater in raters]
+    names = ["prior"] if raters is None else [config.slot_names()[rater] for rater in raters]
     return [StyleMaps(name, mean[:, i].argmax(1).astype(np.uint8), 1.0 - mean[:, i, 0], entropy[:, i],
                       voxels[:, i] * scale, samples) for i, name in enumerate(names)]
 

@@ -82,7 +82,7 @@ def trained_holdout(tmp_path_factory: pytest.TempPathFactory) -> Holdout:
         known = dataclasses.replace(slices, annotations=slices.annotations[:, keep], mask=slices.mask[:, keep],
                                     raters=[slices.raters[rater] for rater in keep])
         out = tmp_path_factory.mktemp("holdout")
-        fit(tiny_holdout_config(rater_names=known.raters), known.split("train"), known.split("val"), out,
+        fit(tiny_holdout_config().fitted_to(known), known.split("train"), known.split("val"), out,
             progress=False)
         _TRAINED["holdout"] = Holdout(out / "last.pt", slices, known)
     return _TRAINED["holdout"]

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def compared(tiny_set, tmp_path_factory):
     slices, truth = tiny_set
-    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    config = tiny_config(steps=2).fitted_to(slices)
     out = tmp_path_factory.mktemp("compare")
     methods = ["proseg", "cm_global", "majority_vote", "staple"]
     return compare(slices, config, methods, out, num_samples=4, truth=truth, progress=False, log=lambda _: None), \
@@ -158,7 +158,7 @@ def test_over_seeds_gives_means_and_spreads():
 
 def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed(tiny_set, tmp_path):
     slices, _ = tiny_set
-    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    config = tiny_config(steps=2).fitted_to(slices)
     comparison = compare(slices, config, ["unet_pooled"], tmp_path, num_samples=4, progress=False,
                          log=lambda _: None, seeds=[0, 1], lr_grid=[1e-5, 3e-3])
     result = comparison.results["unet_pooled"]

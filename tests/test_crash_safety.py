@@ -76,7 +76,7 @@ def test_corrupt_dataset_cache_is_rebuilt(tmp_path):
 def checkpoint(tiny_set, tmp_path_factory) -> Path:
     slices, _ = tiny_set
     out = tmp_path_factory.mktemp("run")
-    config = tiny_config(steps=2, num_raters=len(slices.raters), rater_names=slices.raters)
+    config = tiny_config(steps=2).fitted_to(slices)
     fit(config, slices.split("train"), slices.split("val"), out, progress=False)
     return out / "last.pt"
 
@@ -185,7 +185,7 @@ def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tiny_set, 
     slices, _ = tiny_set
     train, val = slices.split("train"), slices.split("val")
     # A validation after every step: a poisoned step comes right before a checkpoint.
-    config = tiny_config(steps=4, val_every=1, num_raters=len(slices.raters), rater_names=slices.raters)
+    config = tiny_config(steps=4, val_every=1).fitted_to(slices)
     build, poisoned = train_module.build, []
 
     def build_poisoned(*args, **kwargs):

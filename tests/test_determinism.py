@@ -24,7 +24,7 @@ def runs(tiny_set, tmp_path_factory):
     train, val = slices.split("train"), slices.split("val")
     out = {}
     for name, seed in (("first", 0), ("second", 0), ("other seed", 1)):
-        config = tiny_config(seed=seed, augment=True, num_raters=len(slices.raters), rater_names=slices.raters)
+        config = tiny_config(seed=seed, augment=True).fitted_to(slices)
         out[name] = tmp_path_factory.mktemp("run") / "last.pt"
         fit(config, train, val, out[name].parent, progress=False)
     return out

@@ -39,8 +39,7 @@ def runs(tiny_set, tmp_path_factory):
     """
     slices, _ = tiny_set
     train, val = slices.split("train").select(range(13)), slices.split("val")
-    config = tiny_config(steps=4, val_every=2, batch_size=3, lr=1e-4, augment=True, num_raters=len(slices.raters),
-                         rater_names=slices.raters)
+    config = tiny_config(steps=4, val_every=2, batch_size=3, lr=1e-4, augment=True).fitted_to(slices)
     single, parallel = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("ddp")
     fit(config, train, val, single, progress=False)
     distributed.spawn(_train_rank, 2, config, train, val, parallel)
@@ -107,7 +106,7 @@ def _train_one_rank(config: ProSegConfig, train: SliceSet, out: Path) -> None:
 def test_a_group_of_one_rank_trains_like_no_group(tiny_set, tmp_path):
     """DDP over a single rank (as on a one-GPU machine) changes nothing."""
     slices, _ = tiny_set
-    config = tiny_config(steps=2, batch_size=4, num_raters=len(slices.raters))
+    config = tiny_config(steps=2, batch_size=4).fitted_to(slices)
     train = slices.split("train").select(range(8))
     fit(config, train, None, tmp_path / "plain", progress=False)
     distributed.spawn(_train_one_rank, 1, config, train, tmp_path / "group")

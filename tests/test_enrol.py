@@ -14,7 +14,7 @@ from proseg_pyro.checkpoint import load_checkpoint, save_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.enrol import enrol, rater_index, rater_names, style_dice
+from proseg_pyro.enrol import enrol, style_dice
 from proseg_pyro.errors import ConfigError, ProSegError
 from proseg_pyro.guide import ProSegGuide
 from proseg_pyro.model import ProSegModel
@@ -85,10 +85,10 @@ def test_enrolment_fits_only_the_new_raters_tau_and_offset(holdout, enrolled):
     assert after["tau_concentration_raw"].shape == (4, guide.config.tau_dim)
     assert not torch.equal(after["tau_concentration_raw"][3], before["tau_concentration_raw"].mean(0))
     assert result.config.enrolled_raters == ["generous"] and result.index == 3
-    assert rater_names(result.config) == ["tight", "ragged", "core", "generous"]
-    assert rater_index(result.config, "generous") == 3
+    assert result.config.slot_names() == ["tight", "ragged", "core", "generous"]
+    assert result.config.slot_of("generous") == 3
     with pytest.raises(ProSegError, match="unknown rater 'nobody'"):
-        rater_index(result.config, "nobody")
+        result.config.slot_of("nobody")
 
 
 def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolled, tmp_path):

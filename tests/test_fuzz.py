@@ -306,7 +306,7 @@ def test_manifest_fuzz(tmp_path):
 @pytest.mark.usefixtures("one_thread")
 def test_checkpoint_bytes_fuzz(tiny_set, tmp_path):
     slices, _ = tiny_set
-    config = tiny_config(steps=2, num_raters=len(slices.raters))
+    config = tiny_config(steps=2).fitted_to(slices)
     fit(config, slices.split("train").select(range(8)), None, tmp_path / "run", progress=False)
     data = (tmp_path / "run" / "best.pt").read_bytes()
     rng = np.random.default_rng(5)

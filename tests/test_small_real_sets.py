@@ -18,7 +18,7 @@ def test_thirty_images_with_small_cells_train_into_a_model_that_segments(one_thr
     share = slices.annotations.mean()
     assert 0.02 < share < 0.12
     # defaults but for the image size and a shorter budget than a user's (CPU time of the suite)
-    config = ProSegConfig(image_size=32, steps=300, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    config = ProSegConfig(image_size=32, steps=300).fitted_to(slices)
     result = fit(config, slices.split("train"), slices.split("val"), tmp_path, progress=False)
     assert not result.predicts_nothing
     model, guide, _ = load_checkpoint(tmp_path / "best.pt")

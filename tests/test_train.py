@@ -18,8 +18,7 @@ TIGHT, GENEROUS = 0, 1  # slots of the built-in styles
 def trained(tiny_set, tmp_path_factory):
     slices, _ = tiny_set
     out = tmp_path_factory.mktemp("trained")
-    config = tiny_config(steps=160, val_every=40, lr=3e-3, lr_schedule="constant", num_raters=len(slices.raters),
-                         rater_names=slices.raters)
+    config = tiny_config(steps=160, val_every=40, lr=3e-3, lr_schedule="constant").fitted_to(slices)
     fit(config, slices.split("train"), slices.split("val"), out, progress=False)
     return load_checkpoint(out / "last.pt")
 
@@ -78,7 +77,7 @@ def test_prior_sampling_is_more_diverse_than_personalised_sampling(trained, tiny
 
 def test_resumed_run_ends_with_the_same_parameters(tiny_set, tmp_path):
     slices, _ = tiny_set
-    config = tiny_config(steps=9, val_every=3, augment=True, num_raters=len(slices.raters))
+    config = tiny_config(steps=9, val_every=3, augment=True).fitted_to(slices)
     train, val = slices.split("train"), slices.split("val")
     fit(config, train, val, tmp_path / "unbroken", progress=False)
     fit(config, train, val, tmp_path / "broken", progress=False, stop_after=4)

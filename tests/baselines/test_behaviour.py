@@ -45,7 +45,7 @@ def test_dpersona_bounds_are_union_and_intersection_of_present_raters():
 
 def test_dpersona_stage_two_trains_only_the_projection_heads(tiny_set):
     slices, _ = tiny_set
-    model = DPersonaModel(tiny_config(num_raters=len(slices.raters)))
+    model = DPersonaModel(tiny_config().fitted_to(slices))
     x, y, mask = as_tensors(slices.select(range(2)), "cpu")
     trace = poutine.trace(model).get_trace(x, y, mask)
     site = trace.nodes["y_persona"]

@@ -19,7 +19,7 @@ BASELINES = [name for name in TRAINABLE if name != "proseg"]
 
 
 def _config(slices, method):
-    return tiny_config(method=method, steps=2, num_raters=len(slices.raters), rater_names=list(slices.raters))
+    return tiny_config(method=method, steps=2).fitted_to(slices)
 
 
 @pytest.mark.parametrize("method", BASELINES)
