@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from . import metrics
+from . import metric_table, metrics
 from .baselines import CONSENSUS
 from .checkpoint import load_checkpoint
 from .config import ProSegConfig
@@ -42,7 +42,7 @@ from .data import load_dataset
 from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
-from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score_table, score_units
+from .evaluate import Predictions, oracle_predictions, predict, score_table, score_units
 from .io_utils import atomic_write_text
 from .names import CONSENSUS_NAMES, TRAINABLE
 from .protocol import mean_and_spread
@@ -52,8 +52,6 @@ from .train import TrainResult, fit
 REFERENCE = "proseg"
 ALL_METHODS = TRAINABLE + CONSENSUS_NAMES
 ROWS = ("personalised", "prior")
-TESTED = COLUMNS + ("dice_mean",)  # metrics compared per image
-LOWER_IS_BETTER = frozenset({"ged"})
 NOTES = {
     "prob_unet": "not rater-conditioned: its personalised row scores unconditional samples against each rater",
     "majority_vote": "fuses the test image's own annotations: a reference, not a prediction from the image",
@@ -128,7 +126,7 @@ class Comparison:
                  f"{s['samples']} samples",
                  f"Image size {s['image_size']}, up to {s['steps']} optimiser steps per method, seeds {seeds} "
                  f"({spread}), learning rates {s['lr_grid'] or 'of the config'}, metric convention "
-                 f"'{s['convention']}'. GED: lower is better; Dice scores: higher is better. `empty`: share of test "
+                 f"'{s['convention']}'. {_directions()}. `empty`: share of test "
                  "cases whose personalised predictions are all empty (1.00: the method predicts nothing).",
                  "## Table 1/3: diversity (GED, D_soft, D_max, D_match) and personalisation (D_Ai)",
                  self._table_main(), self._notes(),
@@ -137,21 +135,22 @@ class Comparison:
         if self.tests:
             parts += [f"## Paired Wilcoxon signed-rank tests over test cases: {REFERENCE} vs each method",
                       "Each cell: mean over cases (and seeds) of (ProSeg - method), p-value (two-sided, Holm-adjusted "
-                      "over the methods). For GED a negative difference favours ProSeg, for the Dice scores a "
+                      "over the methods). Where lower is better a negative difference favours ProSeg, elsewhere a "
                       "positive one; * marks an adjusted p < 0.05.",
                       *[self._table_tests(row) for row in ROWS]]
         return "\n\n".join(part for part in parts if part) + "\n"
 
     # --- tables ------------------------------------------------------------------------------------
     def _table_main(self) -> str:
-        names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean", "empty", "lr", "train s"]
-        lines = _header(["method", "row", *names])
+        reported = metric_table.columns("main")
+        lines = _header(["method", "row", *metric_table.headers(reported, self.raters), "empty", "lr", "train s"])
         for method, result in self.results.items():
             for row_name, row in result.rows.items():
                 sd = result.spread.get(row_name, {})
-                cells = [_mean_sd(row[c], sd.get(c)) for c in COLUMNS] + [f"{v:.4f}" for v in row["dice_rater"]]
-                cells += [_mean_sd(row["dice_mean"], sd.get("dice_mean")), f"{result.empty_share:.2f}",
-                          "" if result.lr is None else f"{result.lr:g}",
+                cells = [cell for column in reported for cell in (
+                    [f"{v:.4f}" for v in row[column.key]] if column.per_rater
+                    else [_mean_sd(row[column.key], sd.get(column.key))])]
+                cells += [f"{result.empty_share:.2f}", "" if result.lr is None else f"{result.lr:g}",
                           "" if result.train_seconds is None else f"{result.train_seconds:.0f}"]
                 lines.append(_line([method, row_name, *cells]))
         return "\n".join(lines)
@@ -160,10 +159,11 @@ class Comparison:
         return "\n".join(f"- `{name}`: {NOTES[name]}" for name in self.results if name in NOTES)
 
     def _table_ged(self) -> str:
-        lines = _header(["method", "row", "GED", "d_pa", "d_pp", "d_aa"])
+        reported = [metric_table.column("ged"), *metric_table.columns("decomposition")]
+        lines = _header(["method", "row", *metric_table.headers(reported, self.raters)])
         for method, result in self.results.items():
             for row_name, row in result.rows.items():
-                lines.append(_line([method, row_name, *(f"{row[c]:.4f}" for c in ("ged", "d_pa", "d_pp", "d_aa"))]))
+                lines.append(_line([method, row_name, *(f"{v:.4f}" for v in metric_table.values(row, reported))]))
         return "\n".join(lines)
 
     def _table_experts(self) -> str:
@@ -181,15 +181,21 @@ class Comparison:
         return "\n".join(lines)
 
     def _table_tests(self, row: str) -> str:
-        lines = [f"{row} rows:", "", *_header(["method", *(HEADERS.get(m, "D_mean") for m in TESTED)])]
+        lines = [f"{row} rows:", "", *_header(["method", *metric_table.headers(metric_table.compared(), self.raters)])]
         for method, by_row in self.tests.items():
             cells = []
-            for metric in TESTED:
+            for metric in metric_table.compared_keys():
                 test = by_row[row][metric]
                 star = "*" if test["p_holm"] < 0.05 else ""
                 cells.append(f"{test['difference']:+.4f} (p={test['p_holm']:.2g}){star}")
             lines.append(_line([method, *cells]))
         return "\n".join(lines)
+
+
+def _directions() -> str:
+    """Each compared score's direction, e.g. ``GED: lower is better; D_soft: higher is better``."""
+    return "; ".join(f"{column.header.format(rater='i')}: {metric_table.direction(column)}"
+                     for column in metric_table.compared())
 
 
 def _mean_sd(mean: float, sd: float | None) -> str:
@@ -210,7 +216,8 @@ def score_predictions(test: SliceSet, predictions: Predictions, convention: str,
     """Summary rows and per-case metrics, each case volume scored as one (as ``proseg-pyro
     evaluate`` scores), and the distances between the personalised predictions (per slice)."""
     rows, _, cases = score_table(test, predictions, convention)
-    per_case = {row: {metric: [case[row][metric] for case in cases] for metric in TESTED} for row in ROWS}
+    tested = metric_table.compared_keys()
+    per_case = {row: {metric: [case[row][metric] for case in cases] for metric in tested} for row in ROWS}
     distances = metrics.expert_distance_matrix(predictions.personalised, None, convention)
     empty_slices = (predictions.personalised.reshape(len(test), -1) <= 0.5).all(1)
     empty = float(np.mean([empty_slices[index].all() for _, index in score_units(test)]))
@@ -228,7 +235,7 @@ def over_seeds(results: list[MethodResult]) -> MethodResult:
     for row in first.rows:
         rows[row] = {key: mean([result.rows[row][key] for result in results]) for key in first.rows[row]}
         spread[row] = {key: float(np.std([result.rows[row][key] for result in results], ddof=1))
-                       for key in TESTED}
+                       for key in metric_table.compared_keys()}
     per_case = {row: {metric: mean([result.per_case[row][metric] for result in results])
                       for metric in first.per_case[row]} for row in first.per_case}
     return MethodResult(first.kind, rows, per_case, mean([result.prediction_distances for result in results]),
@@ -254,7 +261,7 @@ def over_folds(comparisons: dict[str, Comparison]) -> Comparison:
         rows, spread = {}, {}
         for row in result.rows:
             rows[row], sd = mean_and_spread([each.rows[row] for each in results])
-            spread[row] = {key: sd[key] for key in TESTED}
+            spread[row] = {key: sd[key] for key in metric_table.compared_keys()}
         per_case = {row: {metric: [value for each in results for value in each.per_case[row][metric]]
                           for metric in result.per_case[row]} for row in result.per_case}
         seconds = [each.train_seconds for each in results if each.train_seconds is not None]
@@ -313,9 +320,9 @@ def paired_tests(results: dict[str, MethodResult]) -> dict[str, dict[str, dict[s
     ours = results[REFERENCE].per_case
     others = [name for name in results if name != REFERENCE]
     tests = {name: {row: {metric: paired_test(ours[row][metric], results[name].per_case[row][metric])
-                          for metric in TESTED} for row in ROWS} for name in others}
+                          for metric in metric_table.compared_keys()} for row in ROWS} for name in others}
     for row in ROWS:
-        for metric in TESTED:
+        for metric in metric_table.compared_keys():
             adjusted = holm([tests[name][row][metric]["p"] for name in others])
             for name, p in zip(others, adjusted):
                 tests[name][row][metric]["p_holm"] = p

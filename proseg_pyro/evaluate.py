@@ -16,15 +16,12 @@ import torch
 from pyro.nn import PyroModule
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import metric_table, metrics
 from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth
 from .io_utils import atomic_write_text
 from .methods import get_method
 
-COLUMNS = ("ged", "dice_soft", "dice_max", "dice_match")
-HEADERS = {"ged": "GED", "dice_soft": "D_soft", "dice_max": "D_max", "dice_match": "D_match",
-           "d_pa": "d_pa", "d_pp": "d_pp", "d_aa": "d_aa"}
 
 
 @dataclass
@@ -81,11 +78,10 @@ class Evaluation:
 
     def markdown(self) -> str:
         """The paper's table: GED, D_soft, D_max, D_match, D_A1..D_AR, D_mean, d_pa, d_pp, d_aa."""
-        names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean", "d_pa", "d_pp", "d_aa"]
+        names = metric_table.headers(metric_table.COLUMNS, self.raters)
         lines = [self.header(), "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for row_name, row in self.rows.items():
-            values = [row[c] for c in COLUMNS] + list(row["dice_rater"]) + [row["dice_mean"]] + \
-                     [row[c] for c in ("d_pa", "d_pp", "d_aa")]
+            values = metric_table.values(row, metric_table.COLUMNS)
             lines.append(f"| {row_name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
         if self.style_sizes:
             sizes = self.style_sizes
@@ -156,6 +152,17 @@ def _volume(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return array[index].transpose(1, 0, 2, 3)[None]
 
 
+def _unit_scores(annotations: np.ndarray, mask: np.ndarray, probs: np.ndarray, index: np.ndarray,
+                 convention: str, paired: bool) -> dict[str, np.ndarray]:
+    """The scores of one unit (slices ``index`` as one volume), each with a leading axis of 1: those of
+    :func:`~proseg_pyro.metrics.batch_metrics` and those of the table's own :attr:`~proseg_pyro.metric_table.Column.score`."""
+    volume, annotated, predicted = _volume(annotations, index), mask[index].all(0), _volume(probs, index)
+    scores = metrics.batch_metrics(volume, annotated[None], predicted, convention, paired=paired)
+    for column in metric_table.scored_here():
+        scores[column.key] = np.array([column.score(volume[0][annotated], predicted[0])], dtype=float)
+    return scores
+
+
 def score(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
           ) -> tuple[dict, dict]:
     """Summary rows and cross-rater Dice matrices of :func:`score_table`."""
@@ -174,8 +181,7 @@ def score_table(slices: SliceSet, predictions: Predictions, convention: str = "p
     rows, cross, unit_rows = {}, {}, [{"id": name, "slices": len(index)} for name, index in units]
     for name, probs, paired in (("personalised", predictions.personalised, True),
                                 ("prior", predictions.prior, False)):
-        per_unit = [metrics.batch_metrics(_volume(annotations, index), slices.mask[index].all(0)[None],
-                                          _volume(probs, index), convention, paired=paired) for _, index in units]
+        per_unit = [_unit_scores(annotations, slices.mask, probs, index, convention, paired) for _, index in units]
         stacked = {key: np.concatenate([values[key] for values in per_unit]) for key in per_unit[0]}
         row = metrics.summarise(stacked)
         row["dice_rater"] = metrics.table_rater_dice(row, convention, paired)

@@ -24,11 +24,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import metric_table
 from .config import ProSegConfig
 from .data.readers import NUM_FOLDS, SPLITS
 from .data.slices import SliceSet
 from .errors import DataError
-from .evaluate import COLUMNS, HEADERS, Evaluation
+from .evaluate import Evaluation
 from .io_utils import atomic_write_text
 
 PAPER_FORMATS = ("lidc", "npc")
@@ -171,8 +172,9 @@ class FoldSummary:
 
     def markdown(self) -> str:
         """The paper's table as mean +- sd over the folds, then each fold's row."""
-        names = [HEADERS[c] for c in COLUMNS] + [f"D_{r}" for r in self.raters] + ["D_mean"]
-        keys = lambda row: [row[c] for c in COLUMNS] + list(row["dice_rater"]) + [row["dice_mean"]]  # noqa: E731
+        reported = metric_table.columns("main")
+        names = metric_table.headers(reported, self.raters)
+        keys = lambda row: metric_table.values(row, reported)  # noqa: E731
         header = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines = [f"Means over the {len(self.folds)} test folds +- their standard deviation (ddof 0); each fold "
                  f"is a mean over its cases ({self.settings.get('samples')} samples, convention "
