@@ -2,7 +2,7 @@
 
 It draws the guide's samples in the guide's order (``tau``, then ``z``) with the same shapes, so for
 the same RNG state it returns the estimate ``Trace_ELBO`` returns (up to float summation order), and
-it uses the same densities (:func:`~proseg_pyro.fused_normal.normal_log_prob` for the Gaussians):
+it uses the same densities (:func:`~proseg_pyro.normal.normal_log_prob` for the Gaussians):
 what remains between the two is Pyro's machinery (traces, plates, masks, scales, checks).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Dirichlet, Normal
 
-from proseg_pyro.fused_normal import normal_log_prob
+from proseg_pyro.normal import normal_log_prob
 from proseg_pyro.guide import ProSegGuide
 from proseg_pyro.likelihoods import soft_dice
 from proseg_pyro.model import ProSegModel

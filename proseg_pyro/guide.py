@@ -12,7 +12,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ProSegConfig
-from .fused_normal import FusedNormal
+from .normal import FusedNormal
 from .networks import GaussianHeads, make_backbone
 
 pyro.settings.set(module_local_params=True)

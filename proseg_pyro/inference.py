@@ -13,7 +13,7 @@ import torch
 from .chunks import chunk_sizes
 from .guide import ProSegGuide
 from .model import ProSegModel
-from .noise import standard_normal_
+from .normal import standard_normal_
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
@@ -40,7 +40,7 @@ def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, out: torch.
 
 def _normal_(mean: torch.Tensor, std: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Fill ``out`` with draws of ``Normal(mean, std)`` (parameters broadcast to its shape), the noise
-    drawn on all CPU cores (:func:`~proseg_pyro.noise.standard_normal_`); returns ``out``."""
+    drawn on all CPU cores (:func:`~proseg_pyro.normal.standard_normal_`); returns ``out``."""
     return torch.addcmul(mean, standard_normal_(out), std, out=out)
 
 

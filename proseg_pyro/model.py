@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from .config import ProSegConfig
-from .fused_normal import FusedNormal
+from .normal import FusedNormal
 from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS, observe_annotations
 from .networks import ImageDecoder, RaterClassifier, SegmentationPredictor
 

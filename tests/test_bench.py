@@ -14,7 +14,6 @@ from proseg_pyro.benchmarks.handwritten import handwritten_loss
 from proseg_pyro.benchmarks.loops import metrics_loop, sample_loop, sample_loop_raters_batched
 from proseg_pyro.benchmarks.suite import BenchSize, report, run
 from proseg_pyro.cli.main import cli
-from proseg_pyro.fused_normal import FusedNormal
 from proseg_pyro.metrics import batch_metrics
 from proseg_pyro.networks import UNet
 from proseg_pyro.train import build
@@ -74,37 +73,6 @@ def test_handwritten_loss_is_the_pyro_elbo(z_head):
     torch.testing.assert_close(hand_loss, pyro_loss, rtol=1e-6, atol=0)
     for hand, reference in zip(hand_grads, pyro_grads):
         torch.testing.assert_close(hand, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
-
-
-def test_fused_normal_has_torch_values_and_gradients():
-    loc = torch.randn(3, 1, 4, 5, dtype=torch.float64, requires_grad=True)
-    scale = torch.rand(3, 1, 4, 5, dtype=torch.float64).add(0.1).requires_grad_()
-    value = torch.randn(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    shape = value.shape
-    fused = FusedNormal(loc, scale).expand(shape).log_prob(value)
-    plain = torch.distributions.Normal(loc.expand(shape), scale.expand(shape)).log_prob(value)
-    assert torch.equal(fused, plain)
-    weights = torch.randn(shape, dtype=torch.float64)
-    for got, want in zip(torch.autograd.grad((fused * weights).sum(), (value, loc, scale)),
-                         torch.autograd.grad((plain * weights).sum(), (value, loc, scale))):
-        torch.testing.assert_close(got, want)
-
-
-def test_fused_normal_rsample_is_reparameterised_with_the_right_moments():
-    loc = torch.tensor([[-3.0], [2.0]], requires_grad=True)
-    scale = torch.tensor([[0.5], [4.0]], requires_grad=True)
-    torch.manual_seed(0)
-    draws = FusedNormal(loc, scale).expand((2, 2 ** 21)).rsample((2,))  # over two noise blocks
-    assert draws.shape == (2, 2, 2 ** 21)
-    torch.testing.assert_close(draws.mean((0, 2)), torch.tensor([-3.0, 2.0]), atol=0.01, rtol=0)
-    torch.testing.assert_close(draws.std((0, 2)), torch.tensor([0.5, 4.0]), atol=0.01, rtol=0)
-    grad_loc, grad_scale = torch.autograd.grad(draws.sum(), (loc, scale))
-    torch.testing.assert_close(grad_loc, torch.full((2, 1), 2.0 ** 22))  # d z / d loc = 1 for each of 2 x 2^21 draws
-    noise = (draws.detach() - loc.detach()[None]) / scale.detach()[None]  # d z / d scale = eps
-    torch.testing.assert_close(grad_scale, noise.sum((0, 2))[:, None], rtol=1e-4, atol=1.0)
-    torch.manual_seed(0)
-    sampled = FusedNormal(loc, scale).expand((2, 2 ** 21)).sample((2,))
-    assert not sampled.requires_grad and torch.equal(sampled, draws.detach())
 
 
 def test_checkpointed_unet_gives_the_same_gradients():
