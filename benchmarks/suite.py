@@ -37,7 +37,7 @@ from .measure import interleaved, median, peak_memory, timed
 from .size import BenchSize
 
 GIB = 2 ** 30
-# (key path in the result, comparison, target): DESIGN section 9
+# (key path in the result, comparison, target)
 TARGETS = (
     (("training", "overhead"), "<=", 1.10),
     (("training", "train_images_per_s"), ">=", 9.0),

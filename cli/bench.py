@@ -1,4 +1,4 @@
-"""``proseg-pyro bench``: speed and memory of the hot paths beside their baselines (DESIGN section 9)."""
+"""``proseg-pyro bench``: speed and memory of the hot paths beside their baselines."""
 from __future__ import annotations
 
 import json

@@ -74,17 +74,12 @@ class ProSegConfig:
     tau_prior: str = "dirichlet"
     alpha0: float = 1.0  # Dirichlet concentration of the tau prior (each of the T entries)
     # prior sampling tau* ~ Dir(alpha_star); None: the Dirichlet fitted to the raters' q(tau | r)
-    # (on two demo models, prior GED / d_pp: fitted 0.124 / 0.29, 0.1: 0.117-0.125 / 0.29-0.33,
-    # 0.05: 0.110-0.117 / 0.31-0.36, D_match unchanged)
     alpha_star: float | None = 0.05
     y_likelihood: str = "categorical"
     x_sigma: float = 1.0  # std of the Gaussian image likelihood (images are z-scored)
     concentration_floor: float = 1e-2
     # q(tau | r) starts at this concentration on two entries of the rater's own and a tenth of it on
-    # the others: sharp enough that the predictor tells the raters apart from the first steps (at
-    # 1.0, the released code's start, QUBIQ's concentrations had moved little after 1000 steps and
-    # the predicted styles spread 0.056 in relative size, from 10 0.095 and 0.081 over two seeds;
-    # GED 0.253 from 1, 0.235 and 0.290 from 10: within the spread of the seeds)
+    # the others (1.0 is the released code's start)
     tau_init_concentration: float = 10.0
     # ELBO weights (poutine.scale in model and guide) of a per-pixel objective: the terms summed over
     # pixels (z's KL, log p(y)) are divided by H W, log p(x) by C H W; tau's KL and log p(r) count
@@ -97,8 +92,7 @@ class ProSegConfig:
     dice_weight: float = 1.0  # soft-Dice pseudo-likelihood factor beside log p(y) (0: none)
     # optimisation
     lr: float = 1e-3
-    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr (at lr a
-    # concentration moves by ~lr a step; 10x moved QUBIQ's concentrations further but kept no style apart)
+    # rate of the per-rater variational parameters (q(tau | r); Pionono's q(z_i)) relative to lr
     rater_lr_scale: float = 1.0
     weight_decay: float = 0.0
     batch_size: int = 12
@@ -110,7 +104,7 @@ class ProSegConfig:
     warmup_steps: int = 50  # linear warm-up of the learning rate
     lr_schedule: str = "cosine"  # "cosine", "poly" or "constant" after the warm-up
     patience: int = 20  # validations without improvement before stopping
-    grad_clip: float = 50.0  # catches spikes: on QUBIQ at 64x64 step norms ran 4-16 (99th percentile 26, max 32)
+    grad_clip: float = 50.0  # gradient norm clip, set above the usual norms so that it catches spikes only
     val_fraction: float = 0.15
     seed: int = 0
     num_workers: int = 0

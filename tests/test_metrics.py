@@ -1,4 +1,4 @@
-"""Metrics against values worked out by hand (DESIGN section 5)."""
+"""Metrics against values worked out by hand."""
 import numpy as np
 import pytest
 import torch
