@@ -81,7 +81,8 @@ def _write(comparison, folder: Path) -> None:
 def _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
              source_format) -> None:
     """Load the data, train or reuse each method's run (per fold of the paper's protocol), and write the tables."""
-    from proseg_pyro.compare import builtin_set, compare as run_compare, over_folds
+    from proseg_pyro.compare import builtin_set, compare as run_compare
+    from proseg_pyro.comparison import over_folds
 
     if source["path"] == "synthetic":
         slices, truth = builtin_set(images or 240, config)

@@ -11,8 +11,8 @@ import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
 import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
-from proseg_pyro.compare import (ALL_METHODS, MethodResult, compare, consensus_predictions, holm, over_seeds, paired_test,
-                                 parse_methods, score_predictions)
+from proseg_pyro.compare import ALL_METHODS, compare, consensus_predictions, parse_methods, score_predictions
+from proseg_pyro.comparison import MethodResult, over_seeds
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import ConfigError
 from proseg_pyro.evaluate import Predictions
@@ -42,16 +42,6 @@ def test_parse_methods_keeps_the_table_order_and_rejects_unknown_names():
     assert parse_methods("staple, proseg,unet") == ["proseg", "unet", "staple"]
     with pytest.raises(ConfigError, match="nope"):
         parse_methods("proseg,nope")
-
-
-def test_paired_test_handles_ties_missing_values_and_clear_differences():
-    assert paired_test([0.5, 0.7], [0.5, 0.7]) == {"difference": 0.0, "p": 1.0, "cases": 2}
-    assert paired_test([np.nan], [0.3])["cases"] == 0
-    better = np.linspace(0.6, 0.9, 12)
-    result = paired_test(better, better - 0.1 + np.linspace(0, 0.01, 12))
-    assert result["p"] < 0.01 and result["difference"] > 0 and result["cases"] == 12
-    with_zeros = paired_test([0.5, 0.5, 0.6, 0.7, np.nan], [0.5, 0.4, 0.5, 0.6, 0.1])
-    assert with_zeros["cases"] == 4 and 0 < with_zeros["p"] <= 1
 
 
 def test_consensus_predictions_repeat_one_mask(tiny_set):
@@ -133,12 +123,6 @@ def test_train_command_trains_a_compared_method(tmp_path):
     assert read_checkpoint(tmp_path / "run" / "best.pt")["method"] == "cm_global"
     refused = CliRunner().invoke(cli, ["train", "--method", "staple", "--out", str(tmp_path / "no")])
     assert refused.exit_code == 2 and "staple" in refused.output
-
-
-def test_holm_adjusts_by_rank_and_keeps_the_order():
-    # sorted 0.01, 0.02, 0.04 of m = 3: x3, x2, x1 -> 0.03, 0.04, 0.04 (made non-decreasing)
-    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    assert holm([0.5, float("nan"), 0.6]) == pytest.approx([1.0, float("nan"), 1.0], nan_ok=True)
 
 
 def test_over_seeds_gives_means_and_spreads():
