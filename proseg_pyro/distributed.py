@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from pyro.poutine.messenger import Messenger
 
 IMAGES_PLATE = "images"
@@ -182,3 +183,16 @@ class ImageNoise(Messenger):
             return
         seeds = [_seed(self.seed, self.stream, 0, position, site) for position in self.positions]
         msg["value"] = _draw_per_seed(fn, frames[0].dim, seeds)
+
+
+def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], positions: torch.Tensor,
+                          noise: tuple[int, int, int]) -> torch.Tensor:
+    """``elbo(*batch)`` with each image's latents drawn from its own seed (:class:`ImageNoise`).
+
+    ``positions`` (N,) identify the images; ``noise`` is (seed, stream, global batch number). The
+    global RNG state is left as it was.
+    """
+    device = batch[0].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            ImageNoise(*noise[:2], positions.tolist(), noise[2]):
+        return elbo(*batch)

@@ -34,27 +34,24 @@ from tqdm.auto import tqdm
 from .checkpoint import config_of, read_checkpoint, save_checkpoint
 from .config import ProSegConfig
 from .data.slices import SliceSet
-from .data.patches import Arrays, draw_batch, to_device
+from .data.patches import draw_batch, to_device
 from .data.transforms import JointAugment
-from .distributed import ImageNoise, Rank, current
+from .distributed import Rank, current, elbo_with_image_noise
 from .errors import CheckpointError, ProSegError
 from .io_utils import atomic_write_text
 from .methods import get_method
 from .schedule import learning_rate, total_steps
+from .validation import validation_dice, validation_loss
 
 
 class TrainingError(ProSegError):
     """Training cannot go on (for example the loss became NaN); the last good checkpoint is kept."""
 
 
-# Noise streams of ImageNoise: validation, and training step s as s + 1.
-VALIDATION_STREAM = 0
 # Config values a resumed run may change: they decide when it stops (a longer budget also stretches
 # the decay of the learning rate from the step it resumes at).
 RESUMABLE_KEYS = ("steps", "epochs", "patience", "num_workers")
 TRAINING_STATE = ("optimizer", "rng", "step", "history", "best_step", "best_score", "stale")
-# Personalised samples per rater behind the validation Dice.
-VALIDATION_SAMPLES = 4
 
 
 @dataclass
@@ -90,60 +87,6 @@ def as_tensors(slices: SliceSet, device: torch.device | str) -> tuple[torch.Tens
     """A whole (small) set as one batch: ``images`` (S, C, H, W) float, ``annotations`` (S, R, H, W)
     long, ``mask`` (S, R) bool on device (training itself assembles its batches on the fly)."""
     return to_device(slices.images, slices.annotations, slices.mask, device)
-
-
-def elbo_with_image_noise(elbo: nn.Module, batch: tuple[torch.Tensor, ...], positions: torch.Tensor,
-                          noise: tuple[int, int, int]) -> torch.Tensor:
-    """``elbo(*batch)`` with each image's latents drawn from its own seed (:class:`ImageNoise`).
-
-    ``positions`` (N,) identify the images; ``noise`` is (seed, stream, global batch number). The
-    global RNG state is left as it was.
-    """
-    device = batch[0].device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            ImageNoise(*noise[:2], positions.tolist(), noise[2]):
-        return elbo(*batch)
-
-
-@torch.no_grad()
-def validation_loss(elbo: nn.Module, data: Arrays, batch_size: int, seed: int, device: torch.device,
-                    rank: Rank = Rank()) -> float:
-    """Negative ELBO per image over ``data`` (images, labels, mask arrays, moved to ``device`` a batch
-    at a time); every image draws the same noise at each validation, so validations compare fairly.
-    In a process group each rank scores its shard and the sums are added."""
-    positions = rank.shard(torch.arange(len(data[0])))
-    total = 0.0
-    for number, start in enumerate(range(0, len(positions), batch_size)):
-        part = positions[start:start + batch_size]
-        batch = to_device(*(array[part.numpy()] for array in data), device)
-        total += float(elbo_with_image_noise(elbo, batch, part, (seed, VALIDATION_STREAM, number)))
-    return rank.sum(total, device) / len(data[0])
-
-
-@torch.no_grad()
-def validation_dice(model: PyroModule, guide: PyroModule, data: Arrays, batch_size: int, seed: int,
-                    device: torch.device) -> tuple[float, float]:
-    """Mean Dice of each annotation with the prediction in its rater's style (the mean of
-    :data:`VALIDATION_SAMPLES` personalised samples, thresholded at 0.5; empty with empty counts 1),
-    over the annotated (image, rater) pairs of ``data`` (images, labels, mask arrays, moved to
-    ``device`` a batch at a time); and the share of images for which every rater's prediction is
-    empty. The same draws at every validation; the global RNG is left as it was."""
-    method = get_method(model.config.method)
-    raters = list(range(model.config.num_raters))
-    dice_sum, empty_images, annotated = 0.0, 0, 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(data[0]), batch_size):
-            images, labels, mask = to_device(*(array[start:start + batch_size] for array in data), device)
-            predicted = method.personalised(model, guide, images, raters, VALIDATION_SAMPLES).mean(0) > 0.5
-            truth = labels > 0
-            overlap = (predicted & truth).sum((-2, -1))
-            total = predicted.sum((-2, -1)) + truth.sum((-2, -1))
-            dice = torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total, dtype=torch.float))
-            dice_sum += float(dice[mask].sum())
-            annotated += int(mask.sum())
-            empty_images += int((predicted.sum((-3, -2, -1)) == 0).sum())
-    return dice_sum / max(1, annotated), empty_images / len(data[0])
 
 
 def _shard(rank: Rank, batch: tuple[torch.Tensor, ...],
