@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from proseg_pyro.config import ProSegConfig, preset
+from proseg_pyro.config import PRESETS, ProSegConfig, preset
 from proseg_pyro.errors import DataError
 
 SEED = click.IntRange(0, 2 ** 32 - 1)  # the range every random generator seeded from it accepts
+PRESET = click.option(
+    "--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+    help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
 
 if TYPE_CHECKING:
     from proseg_pyro.data.slices import SliceSet

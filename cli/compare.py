@@ -9,8 +9,8 @@ from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_outputs
 
-from .common import (PROTOCOL, SEED, budget_options, data_options, load_training_source, paper_format, read_config,
-                     runs_of)
+from .common import (PRESET, PROTOCOL, SEED, budget_options, data_options, load_training_source, paper_format,
+                     read_config, runs_of)
 from .main import cli
 
 
@@ -35,7 +35,8 @@ TABLES = ("comparison.md", "comparison.json")
 @click.option("--methods", default="all", show_default=True,
               help=f"'all' or a comma-separated list of: {', '.join(TRAINABLE + CONSENSUS_NAMES)}.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="JSON file of hyperparameters shared by every method.")
+              help="JSON file of hyperparameters shared by every method; keys it leaves out come from --preset.")
+@PRESET
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
               help="Each method trains into OUT/METHOD/; the tables go to OUT/comparison.md and .json.")
 @budget_options
@@ -53,7 +54,7 @@ TABLES = ("comparison.md", "comparison.json")
 @click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
                                            "and replace existing tables.")
 @PROTOCOL
-def compare(source, methods, config_path, out, steps, epochs, image_size, batch_size, images, samples, convention,
+def compare(source, methods, config_path, preset_name, out, steps, epochs, image_size, batch_size, images, samples, convention,
             device, seed, seeds, lr_grid, force, protocol):
     """Train every method on the train split, score all on the test split, and write the comparison tables
     (with --protocol paper on LIDC: one comparison per test fold in OUT/fold-k/, their mean +- sd in OUT/)."""
@@ -67,7 +68,7 @@ def compare(source, methods, config_path, out, steps, epochs, image_size, batch_
     folders = [out / name for name in run_names(source_format)] if source_format else [out]
     prepare_outputs([folder / table for folder in {out, *folders} for table in TABLES], force)
     with folder_lock(out):
-        config = read_config(config_path, "default", steps=steps, epochs=epochs, image_size=image_size,
+        config = read_config(config_path, preset_name, steps=steps, epochs=epochs, image_size=image_size,
                              batch_size=batch_size, seed=seed)
         _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
                  source_format)

@@ -10,7 +10,7 @@ import click
 from proseg_pyro.names import TRAINABLE
 from proseg_pyro.outputs import folder_lock, prepare_run
 
-from .common import (PROTOCOL, SEED, budget_options, data_options, load_training_source, nonempty_split,
+from .common import (PRESET, PROTOCOL, SEED, budget_options, data_options, load_training_source, nonempty_split,
                      paper_format, read_config, runs_of, with_training_spacing)
 from .main import cli
 
@@ -48,8 +48,7 @@ def _best(out: Path) -> TrainResult:
 @data_options
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="JSON file of hyperparameters; keys it leaves out come from --preset.")
-@click.option("--preset", "preset_name", type=click.Choice(["default", "paper"]), default="default", show_default=True,
-              help="'paper': the published settings; 'default': what learned rater styles on a CPU budget.")
+@PRESET
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
               help="Folder for the checkpoints, config.json and log.csv.")
 @budget_options

@@ -102,6 +102,20 @@ def test_compare_command_writes_markdown_and_json(tmp_path):
     assert "oracle" in json.loads((tmp_path / "out" / "comparison.json").read_text())["methods"]
 
 
+def test_compare_command_takes_a_preset_under_the_config_file(tmp_path):
+    """--preset paper sets what the config file leaves out (here the released start of q(tau | r) and
+    the prior-sampling concentration); the file's keys win (the small backbone, the tiny widths)."""
+    (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "backbone": "small", "depth": 2}))
+    result = CliRunner().invoke(cli, [
+        "compare", "--preset", "paper", "--images", "24", "--image-size", "16", "--steps", "1", "--samples", "4",
+        "--device", "cpu", "--methods", "proseg", "--config", str(tmp_path / "tiny.json"),
+        "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    config = read_checkpoint(tmp_path / "out" / "proseg" / "best.pt")["config"]
+    assert config["tau_init_concentration"] == 1.0 and config["alpha_star"] == 1.0 and config["z_head"] == "per_rater"
+    assert config["backbone"] == "small" and config["image_size"] == 16
+
+
 def test_compare_command_rejects_bad_input(tmp_path):
     bad = CliRunner().invoke(cli, ["compare", "--methods", "proseg,nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "nope" in bad.output
