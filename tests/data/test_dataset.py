@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import proseg_pyro.data.readers as readers_module
+import proseg_pyro.data.images as images_module
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data import SliceSet, load_dataset
 from proseg_pyro.data.export import write_manifest_dataset
@@ -124,7 +124,7 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_facto
         raise AssertionError("read an image despite the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(readers_module, "read_image", fail)
+        patch.setattr(images_module, "read_image", fail)
         cached = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
         np.testing.assert_array_equal(cached.images, first.images)
         np.testing.assert_array_equal(cached.annotations, first.annotations)
