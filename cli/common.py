@@ -51,14 +51,15 @@ def style_options(function: Callable) -> Callable:
 
 
 def data_options(function: Callable) -> Callable:
-    """``--data`` (any registered format), ``--lidc`` (pickle or zip), ``--npc`` (folder); none: built-in set."""
+    """``--data`` (any registered format, detected from the path; none: the built-in set) and the
+    reader options; ``--lidc`` and ``--npc`` are hidden aliases of ``--data`` kept for old scripts."""
     options = [
-        click.option("--data", "manifest", type=click.Path(path_type=Path),
+        click.option("--data", type=click.Path(path_type=Path),
                      help="A dataset, its format detected: an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, "
-                          "labelsTr or labelsTr_<rater>/), a JSON manifest, a LIDC pickle or an NPC folder "
-                          "[default: the built-in synthetic set]."),
-        click.option("--lidc", type=click.Path(path_type=Path), help="LIDC-style pickle (or a zip holding it)."),
-        click.option("--npc", type=click.Path(path_type=Path), help="Folder of NPC-style .h5 cases."),
+                          "labelsTr or labelsTr_<rater>/), a JSON manifest, a LIDC pickle (.pkl, .pickle or a .zip "
+                          "holding one) or a folder of NPC .h5 files  [default: the built-in synthetic set]"),
+        click.option("--lidc", type=click.Path(path_type=Path), hidden=True, help="Alias of --data."),
+        click.option("--npc", type=click.Path(path_type=Path), hidden=True, help="Alias of --data."),
         click.option("--keep-raters", is_flag=True,
                      help="LIDC pickle: keep rater slots (real raters) instead of ranking by area."),
         click.option("--fold", type=click.IntRange(0, 3), default=0, show_default=True,
@@ -73,10 +74,10 @@ def data_options(function: Callable) -> Callable:
     function = _apply(options, function)
 
     @functools.wraps(function)
-    def wrapper(*args, manifest, lidc, npc, keep_raters, fold, allow_outside_paths, cache_dir, no_cache, **kwargs):
-        given = [source for source in (manifest, lidc, npc) if source is not None]
+    def wrapper(*args, data, lidc, npc, keep_raters, fold, allow_outside_paths, cache_dir, no_cache, **kwargs):
+        given = [source for source in (data, lidc, npc) if source is not None]
         if len(given) > 1:
-            raise click.UsageError("give at most one of --data, --lidc, --npc")
+            raise click.UsageError("give one data source: --data PATH (--lidc and --npc are its old names)")
         kwargs["source"] = {"path": given[0] if given else "synthetic",
                             "rank_raters": "keep" if keep_raters else "area", "fold": fold,
                             "allow_outside_paths": allow_outside_paths, "cache": not no_cache, "cache_dir": cache_dir}
@@ -87,7 +88,7 @@ def data_options(function: Callable) -> Callable:
 
 PROTOCOL = click.option(
     "--protocol", type=click.Choice(["data", "paper"]), default="data", show_default=True,
-    help="'data': the data's own splits (--fold for LIDC); 'paper': the paper's, on LIDC (--lidc) and NPC (--npc) "
+    help="'data': the data's own splits (--fold for LIDC); 'paper': the paper's, on LIDC pickles and NPC folders "
          "only: on LIDC all 4 patient folds in OUT/fold-0..3 (--fold unused) with a summary over folds, on NPC the "
          "folder's train/val/test sub-folders, else the released split of patients Sample_0..99.")
 

@@ -26,8 +26,9 @@ import numpy as np
 
 from . import metric_table
 from .config import ProSegConfig
-from .data.readers import NUM_FOLDS, SPLITS
+from .data.formats.lidc import NUM_FOLDS
 from .data.slices import SliceSet
+from .data.splits import SPLITS
 from .errors import DataError
 from .evaluate import Evaluation
 from .io_utils import atomic_write_text
@@ -43,15 +44,12 @@ NPC_PATIENT = re.compile(r"^Sample_(\d+)$")
 def paper_format(path: str | Path) -> str:
     """``"lidc"`` or ``"npc"``: the format of a data source the paper's protocol applies to
     (any other source is refused)."""
+    from .data.dataset import SYNTHETIC
     from .data.formats import detect
 
-    if isinstance(path, str) and path == "synthetic":
-        name = "synthetic"
-    else:
-        name = detect(path).name
+    name = SYNTHETIC if isinstance(path, str) and path == SYNTHETIC else detect(path).name
     if name not in PAPER_FORMATS:
-        raise DataError(path, f"--protocol paper applies to LIDC pickles (--lidc) and NPC folders (--npc), "
-                              f"not to a {name} source")
+        raise DataError(path, f"--protocol paper applies to LIDC pickles and NPC folders, not to a {name} source")
     return name
 
 

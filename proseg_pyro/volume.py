@@ -17,9 +17,8 @@ from tqdm.auto import tqdm
 
 from . import inference
 from .config import ProSegConfig
-from .data.images import Geometry, write_image
+from .data.images import Geometry, read_channels, read_label, write_image
 from .data.preprocess import Prepared, Preprocess
-from .data.readers import read_channels, read_label
 from .errors import DataError, ProSegError
 from .guide import ProSegGuide
 from .model import ProSegModel

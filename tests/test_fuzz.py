@@ -21,7 +21,9 @@ from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data import SliceSet, load_dataset
 from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.data.readers import read_image, read_lidc_pickle, read_npc_case
+from proseg_pyro.data.formats.lidc import read_lidc_pickle
+from proseg_pyro.data.formats.npc import read_npc_case
+from proseg_pyro.data.images import read_image
 from proseg_pyro.data.synthetic import make_synthetic
 from proseg_pyro.errors import CheckpointError, DataError
 from proseg_pyro.metrics import image_metrics

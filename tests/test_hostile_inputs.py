@@ -162,7 +162,7 @@ def nan_lidc_masks(ws):
     masks = [np.full((8, 8), np.nan), np.ones((8, 8))]
     (ws.root / "lidc.pkl").write_bytes(pickle.dumps({"a": {"image": np.zeros((8, 8)), "masks": masks,
                                                            "series_uid": "s"}}))
-    return ["train", "--lidc", str(ws.root / "lidc.pkl"), "--out", str(ws.root / "new"), "--device", "cpu"], \
+    return ["train", "--data", str(ws.root / "lidc.pkl"), "--out", str(ws.root / "new"), "--device", "cpu"], \
         Expect("lidc.pkl")
 
 
@@ -185,7 +185,7 @@ def h5_with_nan_pixels(ws):
     with h5py.File(ws.root / "npc" / "P001.h5", "w") as handle:
         for key in ("t1", "t1c", "t2"):
             handle[key] = np.full((8, 8), np.nan, np.float32)
-    return ["train", "--npc", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
+    return ["train", "--data", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
         Expect("P001.h5")
 
 
@@ -298,7 +298,7 @@ def h5_of_fill_value_datasets(ws):
         for key in ("t1", "t1c", "t2"):
             handle.create_dataset(key, shape=(2000, 2000, 500), dtype=np.float32, chunks=(1, 100, 100))
     assert (ws.root / "npc" / "P001.h5").stat().st_size < 100_000
-    return ["train", "--npc", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
+    return ["train", "--data", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
         Expect("P001.h5", budget=64 << 20)
 
 
@@ -365,7 +365,7 @@ def h5_external_link(ws):
     with h5py.File(ws.root / "npc" / "P001.h5", "w") as handle:
         handle["t1"] = h5py.ExternalLink(str(ws.root / "outside.h5"), "t1")
         handle["t1c"] = handle["t2"] = np.zeros((8, 8), np.float32)
-    return ["train", "--npc", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
+    return ["train", "--data", str(ws.root / "npc"), "--out", str(ws.root / "new"), "--device", "cpu"], \
         Expect("P001.h5")
 
 

@@ -127,7 +127,7 @@ def tiny_json(tmp_path) -> Path:
 def test_four_lidc_folds_train_evaluate_and_average(tmp_path, tiny_json):
     pkl = _lidc_pickle(tmp_path / "lidc.pkl")
     run = tmp_path / "run"
-    data = ["--lidc", pkl, "--protocol", "paper", "--no-cache"]
+    data = ["--data", pkl, "--protocol", "paper", "--no-cache"]
     output = _invoke("train", *data, "--config", tiny_json, "--out", run, "--device", "cpu")
     assert [line.split(":")[0] for line in output.splitlines() if "best step" in line] == \
         [f"fold-{k}" for k in range(4)]
@@ -157,7 +157,7 @@ def test_four_lidc_folds_train_evaluate_and_average(tmp_path, tiny_json):
 def test_compare_runs_the_four_lidc_folds_and_pools_their_cases(tmp_path, tiny_json):
     pkl = _lidc_pickle(tmp_path / "lidc.pkl")
     out = tmp_path / "compare"
-    _invoke("compare", "--lidc", pkl, "--protocol", "paper", "--no-cache", "--config", tiny_json,
+    _invoke("compare", "--data", pkl, "--protocol", "paper", "--no-cache", "--config", tiny_json,
             "--methods", "proseg,majority_vote", "--samples", "4", "--out", out, "--device", "cpu")
     folds = [json.loads((out / f"fold-{k}" / "comparison.json").read_text()) for k in range(4)]
     summary = json.loads((out / "comparison.json").read_text())
@@ -179,7 +179,7 @@ def test_npc_paper_protocol_scores_each_test_volume(tmp_path, tiny_json):
     _npc_case(folder / "validation" / "Sample_80.h5", (2, 16, 16), seed=80)
     for n, depth in ((90, 3), (91, 2)):
         _npc_case(folder / "testing" / f"Sample_{n}.h5", (depth, 16, 16), seed=n)
-    data = ["--npc", folder, "--protocol", "paper", "--no-cache"]
+    data = ["--data", folder, "--protocol", "paper", "--no-cache"]
     _invoke("train", *data, "--config", tiny_json, "--out", tmp_path / "run", "--device", "cpu")
     _invoke("evaluate", tmp_path / "run" / "best.pt", *data, "--samples", "4", "--json", tmp_path / "test.json",
             "--device", "cpu")
@@ -200,5 +200,4 @@ def test_the_paper_protocol_refuses_other_sources(tmp_path, command):
     result = CliRunner().invoke(cli, [*args, "--data", str(manifest), "--protocol", "paper"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"Error: {manifest}: --protocol paper applies to LIDC pickles (--lidc) and NPC folders (--npc), "
-        "not to a manifest source"]
+        f"Error: {manifest}: --protocol paper applies to LIDC pickles and NPC folders, not to a manifest source"]

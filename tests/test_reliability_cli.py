@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from proseg_pyro.checkpoint import FORMAT, load_checkpoint, read_checkpoint
 from proseg_pyro.cli.main import cli
 from proseg_pyro.data.export import write_manifest_dataset
-from proseg_pyro.data.readers import read_lidc_pickle
+from proseg_pyro.data.formats.lidc import read_lidc_pickle
 from proseg_pyro.data.synthetic import make_synthetic
 from proseg_pyro.errors import CheckpointError, DataError
 
@@ -227,7 +227,7 @@ def empty_train_split(ws):
 def corrupt_h5(ws):
     (ws.root / "npc").mkdir()
     (ws.root / "npc" / "P001.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"junk" * 20)
-    return ["train", "--npc", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
+    return ["train", "--data", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
 
 
 @case
@@ -235,7 +235,7 @@ def h5_missing_keys(ws):
     (ws.root / "npc").mkdir()
     with h5py.File(ws.root / "npc" / "P001.h5", "w") as handle:
         handle["t1"] = np.zeros((16, 16))
-    return ["train", "--npc", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
+    return ["train", "--data", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
 
 
 @case
@@ -244,32 +244,32 @@ def h5_wrong_dtype(ws):
     with h5py.File(ws.root / "npc" / "P001.h5", "w") as handle:
         for key in ("t1", "t1c", "t2"):
             handle[key] = np.array([["a"] * 4] * 4, dtype="S1")
-    return ["train", "--npc", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
+    return ["train", "--data", str(ws.root / "npc"), "--device", "cpu"], "P001.h5"
 
 
 @case
 def corrupt_pickle(ws):
     (ws.root / "lidc.pkl").write_bytes(pickle.dumps({"a": np.zeros((4, 4))})[:25])
-    return ["train", "--lidc", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
+    return ["train", "--data", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
 
 
 @case
 def malicious_pickle(ws):
     (ws.root / "lidc.pkl").write_bytes(pickle.dumps({"a": {"image": np.zeros((4, 4)), "masks": [Exploit(ws.marker)]}}))
-    return ["train", "--lidc", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
+    return ["train", "--data", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
 
 
 @case
 def pickle_not_a_zip(ws):
     (ws.root / "lidc.zip").write_bytes(b"PK\x03\x04 not really")
-    return ["train", "--lidc", str(ws.root / "lidc.zip"), "--device", "cpu"], "lidc.zip"
+    return ["train", "--data", str(ws.root / "lidc.zip"), "--device", "cpu"], "lidc.zip"
 
 
 @case
 def pickle_string_masks(ws):
     records = {"a": {"image": np.zeros((4, 4)), "masks": [np.full((4, 4), "x")], "series_uid": "s"}}
     (ws.root / "lidc.pkl").write_bytes(pickle.dumps(records))
-    return ["train", "--lidc", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
+    return ["train", "--data", str(ws.root / "lidc.pkl"), "--device", "cpu"], "lidc.pkl"
 
 
 @case

@@ -1,4 +1,4 @@
-"""Data: readers (manifest, LIDC pickle, NPC h5, synthetic) returning preprocessed 2D slices."""
+"""Data: every registered format and the built-in set, read as preprocessed 2D slices."""
 from .dataset import load_dataset
 from .slices import SliceSet
 

@@ -1,4 +1,5 @@
-"""SimpleITK images with their physical grid: read, write, and resample in-plane.
+"""SimpleITK images with their physical grid: read (files, DICOM series, a scan's channels, its
+annotations), write, and resample in-plane. Every reader and writer of image files goes through here.
 
 SimpleITK (~90 MB resident) is imported inside the functions that need it, so that a process that
 trains from memory or from the slice cache does not carry it.
@@ -16,10 +17,13 @@ import numpy as np
 from ..errors import DataError
 from ..io_utils import atomic_path
 from ..limits import require_memory, require_regular_file
+from .checks import check_finite, check_labels
 from .nifti import is_nifti, nifti_has_nonfinite
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey of RGB
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,35 @@ def _read_checked_image(path: Path) -> sitk.Image:
     if is_nifti(path) and nifti_has_nonfinite(path):  # SimpleITK reads these voxels as 0
         raise DataError(path, "image contains NaN or Inf values")
     return image
+
+
+def read_channels(paths: list[Path], grey: bool = False) -> tuple[np.ndarray, Geometry]:
+    """One scan's channel files read as ``images`` (Z, C, H, W) float32 (C: files times pixel
+    components; ``grey``: RGB(A) files count as one grey channel) on their shared :class:`Geometry`.
+    Channels on another grid than the first, or holding NaN or Inf, raise DataError."""
+    channels, geometry = [], None
+    for path in paths:
+        array, grid = read_image(path)
+        check_finite(array, path)
+        if geometry is None:
+            geometry = grid
+        elif problem := geometry.mismatch(grid):
+            raise DataError(path, f"channel grid does not match {paths[0].name}: {problem}")
+        if grey and array.shape[1] in (3, 4):
+            array = np.tensordot(array[:, :3].astype(np.float32), LUMA, axes=([1], [0]))[:, None]
+        channels.append(array.astype(np.float32))
+    return np.concatenate(channels, axis=1), geometry
+
+
+def read_label(path: Path, image: Path, geometry: Geometry, classes: list[str]) -> np.ndarray:
+    """An annotation (Z, H, W) uint8 of the scan whose first channel is ``image`` on ``geometry``:
+    a scalar label image on the same grid with labels in ``0 .. len(classes) - 1``, else DataError."""
+    array, grid = read_image(path)
+    if problem := geometry.mismatch(grid):
+        raise DataError(path, f"annotation grid does not match the image {image.name}: {problem}")
+    if array.shape[1] != 1:
+        raise DataError(path, f"annotation has {array.shape[1]} components; expected a scalar label image")
+    return check_labels(array[:, 0], classes, path)
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:

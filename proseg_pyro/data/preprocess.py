@@ -1,11 +1,12 @@
-"""The one way from a scan to what the model sees, and back.
+"""The one way from a scan or a dataset case to what the model sees, and back.
 
 :class:`Preprocess` (built from a run's config) resamples slices in-plane to the training spacing
 (SimpleITK: linear for images, nearest for annotations), fits them to the model and normalises
-intensities. ``forward`` keeps the whole field of view (the networks are fully convolutional: a
-slice is padded to a multiple of ``2**depth``, never cropped); ``inverse`` maps the model's output
-back onto the scan's exact grid (spacing, origin, direction). ``training_slices`` is the same
-preprocessing with the slices brought to ``image_size`` (the dataset readers' form).
+intensities. ``forward`` keeps the whole field of view by default (the networks are fully
+convolutional: a slice is padded to a multiple of ``2**depth``, never cropped), or brings slices
+to ``image_size`` (``whole=False``: the form training patches are drawn from); ``inverse`` maps the
+model's output back onto the scan's exact grid (spacing, origin, direction). Dataset loading,
+evaluation and scan inference all go through it.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ class Prepared:
     """One scan as the model sees it: ``images`` (Z, C, h, w) float32, ``labels`` (Z, R, h, w) uint8
     or None; the ``scan`` grid it came from, the ``model`` grid after resampling (the scan's when no
     resampling), where the resampled slice lies in ``images`` (``region``: top, left, height, width;
-    resize mode: the whole of it) and ``notes``, one line per warning about this scan."""
+    resize mode: the whole of it; None for slices cropped to a patch) and ``notes``, one line per
+    warning about this scan."""
 
     images: np.ndarray
     labels: np.ndarray | None
     scan: Geometry | None
     model: Geometry | None
-    region: tuple[int, int, int, int]
+    region: tuple[int, int, int, int] | None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -93,14 +95,20 @@ class Preprocess:
         return np.stack([resample(volume[:, index], source, target, labels) for index in range(volume.shape[1])], 1)
 
     # --- forward ---------------------------------------------------------------------------------
-    def forward(self, images: np.ndarray, geometry: Geometry | None, labels: np.ndarray | None = None) -> Prepared:
-        """``images`` (Z, C, H, W) (and ``labels`` (Z, R, H, W)) on ``geometry`` as the model sees them,
-        over the whole field of view (no geometry: no resampling, no notes)."""
+    def forward(self, images: np.ndarray, geometry: Geometry | None, labels: np.ndarray | None = None,
+                whole: bool = True) -> Prepared:
+        """``images`` (Z, C, H, W) (and ``labels`` (Z, R, H, W)) on ``geometry`` as the model sees them
+        (no geometry: no resampling, no notes): over the whole field of view, or with ``whole=False``
+        brought to ``image_size`` (centre crop/pad or resize; ``region`` None: a crop cannot be undone)."""
         images = images.astype(np.float32, copy=False)
         model = None if geometry is None else self.model_geometry(geometry)
         if geometry is not None:
             images = self.resampled(images, geometry, model, labels=False)
             labels = None if labels is None else self.resampled(labels, geometry, model, labels=True)
+        notes = [] if geometry is None else self.notes(geometry)
+        if not whole:
+            images, labels = fit_to_size(images, labels, self.image_size, self.resize)
+            return Prepared(normalise_slices(images, self.intensity), labels, geometry, model, None, notes)
         if self.resize == "resize":
             images = resize(images, self.image_size, labels=False)
             labels = None if labels is None else resize(labels, self.image_size, labels=True)
@@ -108,7 +116,7 @@ class Preprocess:
         images = normalise_slices(images, self.intensity)
         if self.resize == "crop":
             images, labels, region = self._pad(images, labels)
-        return Prepared(images, labels, geometry, model, region, [] if geometry is None else self.notes(geometry))
+        return Prepared(images, labels, geometry, model, region, notes)
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of a slice of ``height`` x ``width`` padded to at least ``image_size`` and a
@@ -135,17 +143,6 @@ class Preprocess:
         widths = [(0, 0), (0, 0)] + [(b, size - length - b) for b, size, length in zip(before, sizes, (height, width))]
         padded, labels = pad_slices(images, labels, widths)
         return padded.astype(np.float32), labels, (before[0], before[1], height, width)
-
-    def training_slices(self, images: np.ndarray, labels: np.ndarray, geometry: Geometry | None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """A case's ``images`` (Z, C, H, W) and ``labels`` (Z, R, H, W) resampled (when its
-        ``geometry`` is known), brought to ``image_size`` (centre crop/pad or resize) and normalised."""
-        if geometry is not None:
-            model = self.model_geometry(geometry)
-            images = self.resampled(images, geometry, model, labels=False)
-            labels = self.resampled(labels, geometry, model, labels=True)
-        images, labels = fit_to_size(images, labels, self.image_size, self.resize)
-        return normalise_slices(images, self.intensity), labels
 
     # --- inverse ---------------------------------------------------------------------------------
     def unfit(self, maps: torch.Tensor, prepared: Prepared) -> torch.Tensor:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import proseg_pyro.cli.sample  # noqa: F401  (registers the command)
 from proseg_pyro.cli.main import cli
-from proseg_pyro.data.readers import Geometry, read_image
+from proseg_pyro.data.images import Geometry, read_image
 
 from ..holdout import holdout_fixture, write_scan  # noqa: F401  (fixture)
 

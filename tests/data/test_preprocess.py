@@ -8,6 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from proseg_pyro.data import load_dataset
+from proseg_pyro.data.preprocess import Preprocess
 
 from ..conftest import tiny_config
 
@@ -63,3 +64,17 @@ def test_cases_are_resampled_to_the_training_spacing(tmp_path):
     assert whole.annotations.sum() * 1.0 == lesions[0].sum() * 0.25 == 2 * 16  # mm^2: 4x4 pixels of 1 mm
     native = load_dataset(manifest, config=tiny_config(), cache=False, whole=True)
     assert native.images.shape == (2, 1, 32, 32)
+
+
+def test_the_patch_form_centre_crops_then_normalises_and_cannot_be_undone():
+    """``forward(whole=False)``: a 20x18 slice (no geometry) becomes the centre 16x16 (rows 2..17,
+    columns 1..16), normalised after the crop; its labels cropped alike; no region to map back."""
+    rng = np.random.default_rng(1)
+    images = rng.normal(3.0, 2.0, (2, 1, 20, 18)).astype(np.float32)
+    labels = (rng.random((2, 3, 20, 18)) < 0.3).astype(np.uint8)
+    prepared = Preprocess.of(tiny_config()).forward(images, None, labels, whole=False)
+    crop = images[:, :, 2:18, 1:17]
+    expected = (crop - crop.mean(axis=(-2, -1), keepdims=True)) / crop.std(axis=(-2, -1), keepdims=True)
+    np.testing.assert_allclose(prepared.images, expected, atol=1e-5)
+    np.testing.assert_array_equal(prepared.labels, labels[:, :, 2:18, 1:17])
+    assert prepared.region is None and prepared.model is None and prepared.notes == []

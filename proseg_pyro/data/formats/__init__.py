@@ -2,8 +2,10 @@
 
 Each :class:`Format` says whether a path is in its layout (``matches``), reads it into
 preprocessed slices (``read``), lists the files its content depends on (``files``, for the slice
-cache) and gives the in-plane spacing of its training cases where its files carry one
-(``spacings``, for the training spacing). Formats are tried in registry order.
+cache), gives the in-plane spacing of its training cases where its files carry one (``spacings``,
+for the training spacing) and names the reader options its result depends on (``options``, for the
+cache key). Formats are tried in registry order; a new format is one module that calls
+:func:`register`, imported at the end of this one.
 """
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ from typing import Callable
 from ...config import ProSegConfig
 from ...errors import DataError
 from ..slices import SliceSet
-
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,28 @@ class ReadOptions:
     store: Path | None = None
 
 
+def the_path(path: Path, options: ReadOptions) -> list[Path]:
+    """The files of a source that is one file or one folder (a folder counts with all its files)."""
+    return [path]
+
+
+def no_spacing(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
+    """The spacings of a source whose files carry none."""
+    return []
+
+
 @dataclass(frozen=True)
 class Format:
-    """One dataset layout (see the module's docstring)."""
+    """One dataset layout (see the module's docstring); ``description`` completes "expected ..."
+    in the error for a path no format matches."""
 
     name: str
     matches: Callable[[Path], bool]
     read: Callable[[Path, ReadOptions], SliceSet]
-    files: Callable[[Path, ReadOptions], list[Path]]
-    spacings: Callable[[Path, ReadOptions], list[tuple[float, float]]]
+    description: str
+    files: Callable[[Path, ReadOptions], list[Path]] = the_path
+    spacings: Callable[[Path, ReadOptions], list[tuple[float, float]]] = no_spacing
+    options: tuple[str, ...] = ()
 
 
 FORMATS: dict[str, Format] = {}
@@ -51,8 +64,15 @@ FORMATS: dict[str, Format] = {}
 
 def register(fmt: Format) -> Format:
     """Add ``fmt`` to the registry (after the formats already there)."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"a format named {fmt.name!r} is registered already")
     FORMATS[fmt.name] = fmt
     return fmt
+
+
+def unregister(name: str) -> None:
+    """Remove the format ``name`` from the registry."""
+    del FORMATS[name]
 
 
 def detect(path: str | os.PathLike) -> Format:
@@ -63,49 +83,18 @@ def detect(path: str | os.PathLike) -> Format:
     for fmt in FORMATS.values():
         if fmt.matches(path):
             return fmt
-    raise DataError(path, "unknown data source: expected an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, "
-                          f"labelsTr), a manifest (.json), a LIDC pickle ({', '.join(PICKLE_SUFFIXES)}) or a "
-                          "folder of NPC .h5 files")
+    raise DataError(path, "unknown data source: expected "
+                          + ", ".join(fmt.description for fmt in FORMATS.values()))
 
 
-def _manifest_read(path: Path, options: ReadOptions) -> SliceSet:
-    from ..dataset import load_manifest, read_manifest
-    return load_manifest(read_manifest(path, options.allow_outside_paths), options.config, options.whole,
-                         options.store)
+def cache_key(fmt: Format, options: ReadOptions) -> dict:
+    """What of ``options`` the slices ``fmt`` reads depend on (besides the config and the files)."""
+    return ({"reader": fmt.name} | {name: getattr(options, name) for name in fmt.options}
+            | ({"whole": True} if options.whole else {}))
 
 
-def _manifest_files(path: Path, options: ReadOptions) -> list[Path]:
-    from ..dataset import read_manifest
-    return [path, *read_manifest(path, options.allow_outside_paths).files()]
+# the formats, in the order they are tried: nnU-Net before NPC (its folders may also hold .h5 files)
+from . import manifest, nnunet, lidc, npc  # noqa: E402,F401
 
-
-def _manifest_spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
-    from ..dataset import read_manifest, training_spacings
-    return training_spacings(read_manifest(path, options.allow_outside_paths))
-
-
-def _lidc_read(path: Path, options: ReadOptions) -> SliceSet:
-    from ..readers import read_lidc_pickle
-    return read_lidc_pickle(path, options.rank_raters, options.fold, options.config, options.whole,
-                            options.store)
-
-
-def _npc_read(path: Path, options: ReadOptions) -> SliceSet:
-    from ..readers import read_npc_folder
-    return read_npc_folder(path, options.config, options.whole, options.store)
-
-
-def _no_spacing(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
-    return []
-
-
-from . import nnunet  # noqa: E402  (registers itself first: its folders may also hold other files)
-
-register(Format("manifest", lambda path: path.is_file() and path.suffix.lower() == ".json",
-                _manifest_read, _manifest_files, _manifest_spacings))
-register(Format("lidc", lambda path: path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES, _lidc_read,
-                lambda path, options: [path], _no_spacing))
-register(Format("npc", lambda path: path.is_dir() and any(path.rglob("*.h5")), _npc_read,
-                lambda path, options: sorted(path.rglob("*.h5")), _no_spacing))
-
-__all__ = ["FORMATS", "Format", "ReadOptions", "detect", "nnunet", "register"]
+__all__ = ["FORMATS", "Format", "ReadOptions", "cache_key", "detect", "no_spacing", "register", "the_path",
+           "unregister"]

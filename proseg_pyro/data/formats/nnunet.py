@@ -10,8 +10,8 @@ Layout::
       labelsTr_<rater>/CASE.nii.gz                       or one folder per rater (labelsTr_A1/, labelsTr_A2/)
 
 A case a rater did not annotate has no file in that rater's folder (the rater is masked out for
-it). Splits are assigned by case (:func:`~proseg_pyro.data.readers.subject_splits`). The folder
-is translated into a :class:`~proseg_pyro.data.dataset.Manifest`, so it is read, checked and
+it). Splits are assigned by case (:func:`~proseg_pyro.data.splits.subject_splits`). The folder
+is translated into a :class:`~proseg_pyro.data.formats.manifest.Manifest`, so it is read, checked and
 cached exactly as a manifest is. :func:`channel_cases` groups a folder of scans by case (also used
 by ``predict``).
 """
@@ -23,7 +23,9 @@ from typing import Any
 
 from ...errors import DataError
 from ...io_utils import read_json
+from ..slices import SliceSet
 from . import Format, ReadOptions, register
+from .manifest import Manifest, load_manifest, training_spacings
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
 DEFAULT_RATER = "rater"
@@ -129,10 +131,8 @@ def _rater_folders(folder: Path) -> dict[str, Path]:
     raise DataError(folder, "holds no labelsTr/ or labelsTr_<rater>/ folder")
 
 
-def to_manifest(folder: Path):
-    """The folder as a :class:`~proseg_pyro.data.dataset.Manifest` (cases of ``imagesTr``)."""
-    from ..dataset import Manifest
-
+def to_manifest(folder: Path) -> Manifest:
+    """The folder as a :class:`~proseg_pyro.data.formats.manifest.Manifest` (cases of ``imagesTr``)."""
     channels, classes, ending = _spec(folder)
     cases = channel_cases(folder / "imagesTr", (ending,), channels)
     raters = _rater_folders(folder)
@@ -144,8 +144,7 @@ def to_manifest(folder: Path):
     return Manifest(folder / "dataset.json", folder.name, list(raters), classes, "channels", entries)
 
 
-def _read(path: Path, options: ReadOptions):
-    from ..dataset import load_manifest
+def _read(path: Path, options: ReadOptions) -> SliceSet:
     return load_manifest(to_manifest(path), options.config, options.whole, options.store)
 
 
@@ -154,8 +153,8 @@ def _files(path: Path, options: ReadOptions) -> list[Path]:
 
 
 def _spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
-    from ..dataset import training_spacings
     return training_spacings(to_manifest(path))
 
 
-FORMAT = register(Format("nnunet", matches, _read, _files, _spacings))
+FORMAT = register(Format("nnunet", matches, _read,
+                         "an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, labelsTr)", _files, _spacings))

@@ -21,7 +21,7 @@ from proseg_pyro.errors import DataError
 from proseg_pyro.evaluate import evaluate
 from proseg_pyro.train import fit
 
-from ..conftest import tiny_config
+from ...conftest import tiny_config
 
 CASES = 8
 SPACINGS = [(0.5, 0.6), (0.7, 0.8), (0.9, 1.0)]  # per case, in turn
