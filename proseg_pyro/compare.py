@@ -44,13 +44,14 @@ from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
 from .evaluate import COLUMNS, HEADERS, Predictions, oracle_predictions, predict, score_table, score_units
 from .io_utils import atomic_write_text
-from .names import CONSENSUS_NAMES, TRAINABLE
+from .methods import trainable
+from .names import CONSENSUS_NAMES
 from .protocol import mean_and_spread
 from .schedule import total_steps
 from .train import TrainResult, fit
 
 REFERENCE = "proseg"
-ALL_METHODS = TRAINABLE + CONSENSUS_NAMES
+ALL_METHODS = trainable() + CONSENSUS_NAMES
 ROWS = ("personalised", "prior")
 TESTED = COLUMNS + ("dice_mean",)  # metrics compared per image
 LOWER_IS_BETTER = frozenset({"ged"})

@@ -23,7 +23,7 @@ from pyro import poutine
 from ..config import ProSegConfig
 from ..guide import ProSegGuide
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from ..model import ProSegModel
 from ..networks import SegmentationPredictor, make_backbone
 from .common import annotation_plates, as_observation, in_chunks, random_raters

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import ProSegConfig
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from ..networks import SegmentationPredictor
 from .common import FeatureModel, annotation_plates, as_observation, in_chunks, make_plates, random_raters
 from .prob_unet import sample_channels

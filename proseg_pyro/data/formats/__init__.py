@@ -8,42 +8,14 @@ cache) and gives the in-plane spacing of its training cases where its files carr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ...config import ProSegConfig
 from ...errors import DataError
 from ..slices import SliceSet
+from . import nnunet
+from .format import Format, ReadOptions
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read a dataset: the run's ``config`` (preprocessing), for LIDC pickles how to order
-    the raters (``rank_raters`` "area" | "keep") and which ``fold`` (0..3) is the test split, and
-    whether slices keep their ``whole`` field of view (else they are brought to ``image_size``);
-    ``allow_outside_paths``: a manifest may name files outside its folder; ``store``: an empty
-    folder to write the slices into and map them from (None: read them into memory)."""
-
-    config: ProSegConfig
-    rank_raters: str = "area"
-    fold: int = 0
-    whole: bool = False
-    allow_outside_paths: bool = False
-    store: Path | None = None
-
-
-@dataclass(frozen=True)
-class Format:
-    """One dataset layout (see the module's docstring)."""
-
-    name: str
-    matches: Callable[[Path], bool]
-    read: Callable[[Path, ReadOptions], SliceSet]
-    files: Callable[[Path, ReadOptions], list[Path]]
-    spacings: Callable[[Path, ReadOptions], list[tuple[float, float]]]
 
 
 FORMATS: dict[str, Format] = {}
@@ -99,8 +71,7 @@ def _no_spacing(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
     return []
 
 
-from . import nnunet  # noqa: E402  (registers itself first: its folders may also hold other files)
-
+register(nnunet.FORMAT)  # first: its folders may also hold other files
 register(Format("manifest", lambda path: path.is_file() and path.suffix.lower() == ".json",
                 _manifest_read, _manifest_files, _manifest_spacings))
 register(Format("lidc", lambda path: path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES, _lidc_read,

@@ -23,7 +23,7 @@ from typing import Any
 
 from ...errors import DataError
 from ...io_utils import read_json
-from . import Format, ReadOptions, register
+from .format import Format, ReadOptions
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
 DEFAULT_RATER = "rater"
@@ -158,4 +158,4 @@ def _spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
     return training_spacings(to_manifest(path))
 
 
-FORMAT = register(Format("nnunet", matches, _read, _files, _spacings))
+FORMAT = Format("nnunet", matches, _read, _files, _spacings)
