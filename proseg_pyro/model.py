@@ -55,7 +55,7 @@ class AmbiguityFactories:
 class AnnotationFactories:
     """p(y | tau, z) and its probabilities, for a module holding ``config``, ``y_family`` (the
     config's annotation likelihood) and ``predictor`` (a :class:`~proseg_pyro.networks.SegmentationPredictor`,
-    see :func:`annotation_predictor`)."""
+    see :func:`make_annotation_predictor`)."""
 
     config: ProSegConfig
     y_family: AnnotationLikelihood
@@ -81,10 +81,21 @@ class AnnotationFactories:
         return torch.sigmoid(self.predictor(z, tau, offset, readout=z.new_tensor(readout)))
 
 
-def annotation_predictor(config: ProSegConfig, family: AnnotationLikelihood, in_channels: int) -> SegmentationPredictor:
+def make_annotation_predictor(config: ProSegConfig, family: AnnotationLikelihood,
+                              in_channels: int) -> SegmentationPredictor:
     """The predictor of ``family``'s logits from a map of ``in_channels`` (``z`` or image features) and tau."""
     return SegmentationPredictor(in_channels, config.tau_dim, config.predictor_hidden,
                                  family.channels(config.num_classes), config.predictor_kernel)
+
+
+def make_image_decoder(config: ProSegConfig) -> ImageDecoder:
+    """p(x | z_i)'s mean: a per-rater remap of ``z`` and a shared decoder to the image's channels."""
+    return ImageDecoder(config.num_raters, config.z_channels, config.x_decoder_channels, config.in_channels)
+
+
+def make_rater_classifier(config: ProSegConfig) -> RaterClassifier:
+    """p(r | tau)'s logits over the R raters."""
+    return RaterClassifier(config.tau_dim, config.classifier_hidden, config.num_raters)
 
 
 class ProSegModel(PreferenceFactories, AmbiguityFactories, AnnotationFactories, PyroModule):
@@ -116,10 +127,10 @@ class ProSegModel(PreferenceFactories, AmbiguityFactories, AnnotationFactories, 
         super().__init__()
         self.config = config
         c = config
-        self.image_decoder = ImageDecoder(c.num_raters, c.z_channels, c.x_decoder_channels, c.in_channels)
-        self.classifier = RaterClassifier(c.tau_dim, c.classifier_hidden, c.num_raters)
+        self.image_decoder = make_image_decoder(c)
+        self.classifier = make_rater_classifier(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
-        self.predictor = annotation_predictor(c, self.y_family, c.z_channels)
+        self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype of priors
         # (E, hidden): the style offsets of the E enrolled raters, written by enrolment (and saved
         # only when there are some, so that checkpoints of models without any stay as they were)

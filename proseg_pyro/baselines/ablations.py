@@ -27,8 +27,9 @@ from ..guide import AmbiguityPosterior, PreferencePosterior, ambiguity_networks
 from ..inference import sampling_tau
 from ..likelihoods import Y_LIKELIHOODS, observe_annotations
 from ..method_entry import Method
-from ..model import AmbiguityFactories, AnnotationFactories, PreferenceFactories, annotation_predictor
-from ..networks import ImageDecoder, RaterClassifier, make_backbone
+from ..model import (AmbiguityFactories, AnnotationFactories, PreferenceFactories, make_annotation_predictor,
+                     make_image_decoder, make_rater_classifier)
+from ..networks import make_backbone
 from .common import annotation_plates, as_observation, in_chunks, random_raters
 
 
@@ -48,9 +49,9 @@ class NoTauModel(AmbiguityFactories, AnnotationFactories, PyroModule):
     def __init__(self, config: ProSegConfig):
         super().__init__()
         self.config = c = config
-        self.image_decoder = ImageDecoder(c.num_raters, c.z_channels, c.x_decoder_channels, c.in_channels)
+        self.image_decoder = make_image_decoder(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
-        self.predictor = annotation_predictor(c, self.y_family, c.z_channels)
+        self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def no_tau(self, z: torch.Tensor) -> torch.Tensor:
@@ -119,10 +120,10 @@ class NoZModel(PreferenceFactories, AnnotationFactories, PyroModule):
     def __init__(self, config: ProSegConfig):
         super().__init__()
         self.config = c = config
-        self.classifier = RaterClassifier(c.tau_dim, c.classifier_hidden, c.num_raters)
+        self.classifier = make_rater_classifier(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.backbone = make_backbone(c, c.feature_channels)
-        self.predictor = annotation_predictor(c, self.y_family, c.feature_channels)
+        self.predictor = make_annotation_predictor(c, self.y_family, c.feature_channels)
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
