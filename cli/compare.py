@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from proseg_pyro.io_utils import atomic_write_text
-from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
+from proseg_pyro.names import CONSENSUS_NAMES, METHOD_NAMES
 from proseg_pyro.outputs import folder_lock, prepare_outputs
 
 from .common import (PRESET, PROTOCOL, SEED, budget_options, data_options, load_training_source, paper_format,
@@ -33,7 +33,7 @@ TABLES = ("comparison.md", "comparison.json")
 @cli.command()
 @data_options
 @click.option("--methods", default="all", show_default=True,
-              help=f"'all' or a comma-separated list of: {', '.join(TRAINABLE + CONSENSUS_NAMES)}.")
+              help=f"'all' or a comma-separated list of: {', '.join(METHOD_NAMES + CONSENSUS_NAMES)}.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="JSON file of hyperparameters shared by every method; keys it leaves out come from --preset.")
 @PRESET

@@ -17,7 +17,7 @@ from .main import cli
               help="Folder for the NIfTI files and manifest.json.")
 @click.option("--num-images", default=240, show_default=True, type=click.IntRange(min=1),
               help="Number of images.")
-@click.option("--image-size", default=ProSegConfig().image_size, show_default=True, type=click.IntRange(min=16),
+@click.option("--image-size", default=ProSegConfig.image_size, show_default=True, type=click.IntRange(min=16),
               help="Height and width in pixels.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Random seed (same seed, same set).")

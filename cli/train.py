@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from proseg_pyro.names import TRAINABLE
+from proseg_pyro.names import METHOD_NAMES
 from proseg_pyro.outputs import folder_lock, prepare_run
 
 from .common import (PRESET, PROTOCOL, SEED, budget_options, data_options, load_training_source, nonempty_split,
@@ -57,7 +57,7 @@ def _best(out: Path) -> TrainResult:
 @click.option("--seed", type=SEED, help="Random seed  [default: the config's]")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (which must exist).")
 @click.option("--force", is_flag=True, help="Replace a run already in OUT.")
-@click.option("--method", type=click.Choice(TRAINABLE),
+@click.option("--method", type=click.Choice(METHOD_NAMES),
               help="A compared method or ablation instead of ProSeg (majority_vote and staple need no "
                    "training: `compare` evaluates them)  [default: the config's, proseg]")
 @click.option("--ddp", is_flag=True,

@@ -22,7 +22,8 @@ from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data.synthetic import make_synthetic
 from proseg_pyro.evaluate import evaluate
 from proseg_pyro.guide import ProSegGuide
-from proseg_pyro.methods import Method, register
+from proseg_pyro.method_entry import Method
+from proseg_pyro.methods import register
 from proseg_pyro.model import ProSegModel
 from proseg_pyro.train import fit
 

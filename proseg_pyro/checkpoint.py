@@ -11,6 +11,7 @@ from .config import ProSegConfig
 from .errors import CheckpointError, ConfigError, DataError
 from .io_utils import atomic_path
 from .limits import check_archive_size, require_regular_file
+from .methods import get_method
 
 FORMAT = "proseg-pyro/1"
 
@@ -69,8 +70,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     ``method`` is the method the caller expects (``None``: whichever the checkpoint holds).
     """
-    from .methods import get_method
-
     content = read_checkpoint(path, device)
     if method is not None and content["method"] != method:
         raise CheckpointError(path, f"checkpoint holds method {content['method']!r}, not {method!r}")

@@ -33,22 +33,28 @@ from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
 from .evaluate import Predictions, oracle_predictions, predict, score_table, score_units
-from .names import CONSENSUS_NAMES, TRAINABLE
+from .methods import trainable
+from .names import CONSENSUS_NAMES
 from .schedule import total_steps
 from .train import TrainResult, fit
 
-ALL_METHODS = TRAINABLE + CONSENSUS_NAMES
+
+def all_methods() -> list[str]:
+    """Every method a comparison can hold, in the table's order: the registered methods (those registered
+    after import too), then the consensus references."""
+    return [*trainable(), *CONSENSUS_NAMES]
 
 
 def parse_methods(spec: str) -> list[str]:
     """``"all"`` or a comma-separated list of method names -> names in the table's order."""
+    known = all_methods()
     if spec.strip() == "all":
-        return list(ALL_METHODS)
+        return known
     names = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(ALL_METHODS))
+    unknown = sorted(set(names) - set(known))
     if unknown or not names:
-        raise ConfigError(f"methods: unknown {unknown or spec!r}; choose 'all' or from {list(ALL_METHODS)}")
-    return [name for name in ALL_METHODS if name in names]
+        raise ConfigError(f"methods: unknown {unknown or spec!r}; choose 'all' or from {known}")
+    return [name for name in known if name in names]
 
 
 # --- scoring ---------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 
-TAU_PRIORS = ("dirichlet", "logistic_normal")
-Y_LIKELIHOODS = ("categorical", "bernoulli")
 Z_HEADS = ("shared", "per_rater")
 
 
@@ -143,7 +141,14 @@ class ProSegConfig:
                 raise ConfigError(f"config: {name} must be a string, got {getattr(self, name)!r}")
         if not isinstance(self.augment, bool):
             raise ConfigError(f"config: augment must be true or false, got {self.augment!r}")
-        choices = {"tau_prior": TAU_PRIORS, "y_likelihood": Y_LIKELIHOODS, "z_head": Z_HEADS,
+        # the registries' names (imported here: they import this module, and their torch code is only
+        # needed once a config is made)
+        from .likelihoods import Y_LIKELIHOODS
+        from .methods import METHODS
+        from .tau_families import TAU_FAMILIES
+
+        choices = {"method": tuple(METHODS), "tau_prior": tuple(TAU_FAMILIES), "y_likelihood": tuple(Y_LIKELIHOODS),
+                   "z_head": Z_HEADS,
                    "resize": ("crop", "resize"), "intensity": ("zscore", "unit"),
                    "lr_schedule": ("cosine", "poly", "constant"), "backbone": ("small", "resnet34")}
         for name, allowed in choices.items():

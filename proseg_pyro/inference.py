@@ -9,11 +9,13 @@ import math
 
 import pyro.distributions as dist
 import torch
+from pyro.nn import PyroModule
 
 from .chunks import chunk_sizes
 from .guide import ProSegGuide
 from .model import ProSegModel
 from .normal import standard_normal_
+from .tau_families import TAU_FAMILIES
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
@@ -98,28 +100,14 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     return out
 
 
-@torch.no_grad()
-def aggregate_concentration(guide: ProSegGuide) -> torch.Tensor:
-    """alpha* (T,): the Dirichlet matching the mean and second moments of the raters' mixture
-    ``(1/R) sum_r q(tau | r)``, so prior draws fall where the raters' preferences lie."""
-    raters = torch.arange(guide.config.num_raters, device=guide.tau_concentration_raw.device)
-    posterior = guide.tau_dist(raters)
-    mean = posterior.mean.mean(0)
-    second = (posterior.variance + posterior.mean ** 2).mean(0)
-    precision = (mean * (1 - mean) / (second - mean ** 2)).mean() - 1
-    return mean * precision.clamp_min(1e-3)
-
-
-def _prior_tau(model: ProSegModel, guide: ProSegGuide, alpha: float | None, like: torch.Tensor) -> dist.Distribution:
-    """Dir(alpha*) for prior sampling: ``alpha`` if given, else the config's ``alpha_star``, else the
-    raters' aggregate (:func:`aggregate_concentration`); a non-Dirichlet tau uses the model's prior."""
+def sampling_tau(model: PyroModule, guide: PyroModule, alpha: float | None, like: torch.Tensor) -> dist.Distribution:
+    """The distribution of tau* for prior sampling, by the config's tau family: for the Dirichlet,
+    Dir(``alpha``) if given, else Dir(``alpha_star``) of the config, else the Dirichlet fitted to the
+    training raters' q(tau | r); ``like`` gives device and dtype. Event (T,)."""
     config = model.config
-    if config.tau_prior != "dirichlet":
-        return model.tau_prior()
-    alpha = alpha if alpha is not None else config.alpha_star
-    if alpha is None:
-        return dist.Dirichlet(aggregate_concentration(guide).to(like))
-    return dist.Dirichlet(like.new_full((config.tau_dim,), alpha))
+    raters = torch.arange(config.num_raters, device=like.device)
+    return TAU_FAMILIES[config.tau_prior].sampling_prior(config, alpha, like, model.tau_prior,
+                                                         lambda: guide.tau_dist(raters))
 
 
 @torch.no_grad()
@@ -134,7 +122,7 @@ def prior(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, num_samples: 
     """
     config = model.config
     batch = x.shape[0]
-    tau_p = _prior_tau(model, guide, alpha, x)
+    tau_p = sampling_tau(model, guide, alpha, x)
     z_q = guide.z_dist(x)  # batch (B, 1) or (B, R)
     loc, scale = z_q.base_dist.loc, z_q.base_dist.scale
     per_sample = batch * (math.prod(z_q.event_shape) + config.num_classes * math.prod(x.shape[-2:]))

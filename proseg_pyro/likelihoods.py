@@ -1,7 +1,8 @@
-"""Registries of the swappable choices of the ProSeg model: tau priors and annotation likelihoods.
+"""The registry of annotation likelihoods p(y | ...), and the observed annotation site every method uses.
 
-Adding an entry here (or passing another name in the config) is all it takes to test an
-alternative; the model and guide look choices up by the config's name.
+Adding an entry to :data:`Y_LIKELIHOODS` (and passing its name as the config's ``y_likelihood``) is
+all it takes to test an alternative; the models look it up by the config's name. The tau priors
+have their own registry, :mod:`proseg_pyro.tau_families`.
 """
 from __future__ import annotations
 
@@ -102,11 +103,3 @@ def observe_annotations(name: str, family: AnnotationLikelihood, distribution: d
             pyro.factor(f"{name}_dice", soft_dice(family.probs_of(distribution), labels) - 1)
     return value
 
-
-# tau priors: (tau_dim, alpha0, anchor tensor for device/dtype) -> distribution with event (T,)
-TAU_PRIORS: dict[str, Callable[[int, float, torch.Tensor], dist.Distribution]] = {
-    "dirichlet": lambda dim, alpha0, anchor: dist.Dirichlet(anchor.new_full((dim,), alpha0)),
-    # Gaussian on the first T-1 logits, mapped to the simplex by the additive logistic transform
-    "logistic_normal": lambda dim, alpha0, anchor: dist.LogisticNormal(anchor.new_zeros(dim - 1),
-                                                                       anchor.new_ones(dim - 1)),
-}

@@ -1,56 +1,56 @@
-"""Registry of trainable methods: ProSeg and the compared methods share one loop and one evaluation.
+"""The registry of trainable methods: ProSeg and the compared methods share one loop and one evaluation.
 
-Every method is a Pyro ``model`` and ``guide`` (a method without latents has a guide that samples
-nothing), trained with ``Trace_ELBO``, plus two samplers that evaluation calls.
+:data:`METHODS` lists ProSeg and every entry the compared methods' modules export; :func:`register`
+adds another (an entry is a :class:`~proseg_pyro.method_entry.Method`), after which
+``ProSegConfig(method=NAME)`` selects it. :func:`personalised` and :func:`prior` sample from a
+trained model and guide of any method, through the method its config names.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from pyro.nn import PyroModule
 
 from . import inference
-from .config import ProSegConfig
+from .baselines import ablations, confusion, dpersona, pionono, pooled_unet, prob_unet, tab, unet
 from .errors import ConfigError
 from .guide import ProSegGuide
+from .method_entry import Method
 from .model import ProSegModel
 
-# (model, guide, x (B, C, H, W), raters, num_samples) -> foreground probabilities (S, B, N, H, W)
-PersonalisedSampler = Callable[[PyroModule, PyroModule, torch.Tensor, list, int], torch.Tensor]
-# (model, guide, x (B, C, H, W), num_samples) -> foreground probabilities (S, B, H, W)
-PriorSampler = Callable[[PyroModule, PyroModule, torch.Tensor, int], torch.Tensor]
+PROSEG = Method("proseg", lambda config: (ProSegModel(config), ProSegGuide(config)),
+                inference.personalised, inference.prior,
+                "Probabilistic modeling of multi-rater medical image segmentation for diversity and personalization")
 
-
-@dataclass(frozen=True)
-class Method:
-    """How to build a method's model and guide from a config, and how to sample from them."""
-
-    name: str
-    build: Callable[[ProSegConfig], tuple[PyroModule, PyroModule]]
-    personalised: PersonalisedSampler
-    prior: PriorSampler
-    citation: str = ""
-
-
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method] = {method.name: method for method in (
+    PROSEG, *ablations.METHODS, unet.METHOD, pooled_unet.METHOD, prob_unet.METHOD, dpersona.METHOD,
+    *confusion.METHODS, pionono.METHOD, tab.METHOD)}
 
 
 def register(method: Method) -> Method:
+    """Add ``method`` to the registry (replacing one of the same name); returns it."""
     METHODS[method.name] = method
     return method
 
 
-register(Method("proseg", lambda config: (ProSegModel(config), ProSegGuide(config)),
-                inference.personalised, inference.prior,
-                "Probabilistic modeling of multi-rater medical image segmentation for diversity and personalization"))
+def trainable() -> tuple[str, ...]:
+    """The names of the registered methods, ProSeg first, in the order they were registered."""
+    return tuple(METHODS)
 
 
 def get_method(name: str) -> Method:
-    """The registered method ``name`` (the compared methods register when first asked for)."""
-    if name not in METHODS:
-        from . import baselines  # noqa: F401  (registers the compared methods)
+    """The registered method ``name``."""
     if name not in METHODS:
         raise ConfigError(f"config: unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
+
+
+def personalised(model: PyroModule, guide: PyroModule, x: torch.Tensor, raters, num_samples: int) -> torch.Tensor:
+    """Samples in the style of each of ``raters`` (N rater indices) for images ``x`` (B, C, H, W), by
+    the method of ``model.config``: foreground probabilities (S, B, N, H, W)."""
+    return get_method(model.config.method).personalised(model, guide, x, list(raters), num_samples)
+
+
+def prior(model: PyroModule, guide: PyroModule, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Diverse samples for images ``x`` (B, C, H, W), by the method of ``model.config``: foreground
+    probabilities (S, B, H, W)."""
+    return get_method(model.config.method).prior(model, guide, x, num_samples)

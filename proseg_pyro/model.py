@@ -9,13 +9,96 @@ from pyro.nn import PyroModule
 
 from .config import ProSegConfig
 from .normal import FusedNormal
-from .likelihoods import TAU_PRIORS, Y_LIKELIHOODS, observe_annotations
+from .likelihoods import Y_LIKELIHOODS, AnnotationLikelihood, observe_annotations
 from .networks import ImageDecoder, RaterClassifier, SegmentationPredictor
+from .tau_families import TAU_FAMILIES
 
 pyro.settings.set(module_local_params=True)
 
 
-class ProSegModel(PyroModule):
+# --- the factories of the model's parts: each model composes those of the latents it has ----------
+class PreferenceFactories:
+    """p(tau) and p(r | tau), for a module holding ``config``, ``anchor`` (a buffer giving priors their
+    device and dtype) and ``classifier`` (a :class:`~proseg_pyro.networks.RaterClassifier`)."""
+
+    config: ProSegConfig
+    anchor: torch.Tensor
+    classifier: RaterClassifier
+
+    def tau_prior(self) -> dist.Distribution:
+        """p(tau) of the config's tau family: event (T,)."""
+        return TAU_FAMILIES[self.config.tau_prior].prior(self.config.tau_dim, self.config.alpha0, self.anchor)
+
+    def r_likelihood(self, tau: torch.Tensor) -> dist.Distribution:
+        """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
+        return dist.Categorical(logits=self.classifier(tau))
+
+
+class AmbiguityFactories:
+    """p(z) and p(x | z), for a module holding ``config``, ``anchor`` and ``image_decoder`` (an
+    :class:`~proseg_pyro.networks.ImageDecoder`)."""
+
+    config: ProSegConfig
+    anchor: torch.Tensor
+    image_decoder: ImageDecoder
+
+    def z_prior(self, height: int, width: int) -> dist.Distribution:
+        """p(z) = Normal(0, I): event (Cz, H, W)."""
+        shape = (self.config.z_channels, height, width)
+        return FusedNormal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
+
+    def x_likelihood(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x | z_i): ``z`` (..., R, Cz, H, W) -> batch (..., R), event (C, H, W)."""
+        return FusedNormal(self.image_decoder(z), self.config.x_sigma).to_event(3)
+
+
+class AnnotationFactories:
+    """p(y | tau, z) and its probabilities, for a module holding ``config``, ``y_family`` (the
+    config's annotation likelihood) and ``predictor`` (a :class:`~proseg_pyro.networks.SegmentationPredictor`,
+    see :func:`make_annotation_predictor`)."""
+
+    config: ProSegConfig
+    y_family: AnnotationLikelihood
+    predictor: SegmentationPredictor
+
+    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> dist.Distribution:
+        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W), ``offset`` None or (..., hidden)
+        -> batch (...), event (H, W)."""
+        return self.y_family.dist(self.predictor(z, tau, offset))
+
+    def class_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
+        return self.y_family.probs(self.predictor(z, tau, offset))
+
+    def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W).
+
+        Where the likelihood's foreground logit is one combination of the logits (two classes), the
+        predictor computes that combination alone."""
+        readout = self.y_family.foreground_readout(self.config.num_classes)
+        if readout is None:
+            return self.y_family.foreground(self.predictor(z, tau, offset))
+        return torch.sigmoid(self.predictor(z, tau, offset, readout=z.new_tensor(readout)))
+
+
+def make_annotation_predictor(config: ProSegConfig, family: AnnotationLikelihood,
+                              in_channels: int) -> SegmentationPredictor:
+    """The predictor of ``family``'s logits from a map of ``in_channels`` (``z`` or image features) and tau."""
+    return SegmentationPredictor(in_channels, config.tau_dim, config.predictor_hidden,
+                                 family.channels(config.num_classes), config.predictor_kernel)
+
+
+def make_image_decoder(config: ProSegConfig) -> ImageDecoder:
+    """p(x | z_i)'s mean: a per-rater remap of ``z`` and a shared decoder to the image's channels."""
+    return ImageDecoder(config.num_raters, config.z_channels, config.x_decoder_channels, config.in_channels)
+
+
+def make_rater_classifier(config: ProSegConfig) -> RaterClassifier:
+    """p(r | tau)'s logits over the R raters."""
+    return RaterClassifier(config.tau_dim, config.classifier_hidden, config.num_raters)
+
+
+class ProSegModel(PreferenceFactories, AmbiguityFactories, AnnotationFactories, PyroModule):
     """p(x, r, y, tau, z) for B images and R rater slots.
 
     For every image ``b`` (plate ``images``) and rater slot ``i`` (plate ``raters``)::
@@ -36,61 +119,23 @@ class ProSegModel(PyroModule):
     predictor only learned the tau points of the training raters (whose ``delta`` is 0).
     The KL weights ``beta_tau``, ``beta_z`` and likelihood weights ``weight_x/r/y`` of the config
     scale the sites (the guide applies the same ``beta`` to its sites). Each prior and likelihood
-    is one ``*_prior``/``*_likelihood`` method: override one in a subclass, or pick a registry entry
-    by name in the config, to test an alternative.
+    is one ``*_prior``/``*_likelihood`` method of the factories the model composes: override one in
+    a subclass, or pick a registry entry by name in the config, to test an alternative.
     """
 
     def __init__(self, config: ProSegConfig):
         super().__init__()
         self.config = config
         c = config
-        self.image_decoder = ImageDecoder(c.num_raters, c.z_channels, c.x_decoder_channels, c.in_channels)
-        self.classifier = RaterClassifier(c.tau_dim, c.classifier_hidden, c.num_raters)
+        self.image_decoder = make_image_decoder(c)
+        self.classifier = make_rater_classifier(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
-        self.predictor = SegmentationPredictor(c.z_channels, c.tau_dim, c.predictor_hidden,
-                                               self.y_family.channels(c.num_classes), c.predictor_kernel)
+        self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype of priors
         # (E, hidden): the style offsets of the E enrolled raters, written by enrolment (and saved
         # only when there are some, so that checkpoints of models without any stay as they were)
         self.register_buffer("enrolled_offsets", torch.zeros(len(c.enrolled_raters), c.predictor_hidden),
                              persistent=bool(c.enrolled_raters))
-
-    # --- priors and likelihoods (one factory each) ---------------------------------------------
-    def tau_prior(self) -> dist.Distribution:
-        """p(tau): event (T,)."""
-        return TAU_PRIORS[self.config.tau_prior](self.config.tau_dim, self.config.alpha0, self.anchor)
-
-    def z_prior(self, height: int, width: int) -> dist.Distribution:
-        """p(z) = Normal(0, I): event (Cz, H, W)."""
-        shape = (self.config.z_channels, height, width)
-        return FusedNormal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
-
-    def x_likelihood(self, z: torch.Tensor) -> dist.Distribution:
-        """p(x | z_i): ``z`` (..., R, Cz, H, W) -> batch (..., R), event (C, H, W)."""
-        return FusedNormal(self.image_decoder(z), self.config.x_sigma).to_event(3)
-
-    def r_likelihood(self, tau: torch.Tensor) -> dist.Distribution:
-        """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
-        return dist.Categorical(logits=self.classifier(tau))
-
-    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> dist.Distribution:
-        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W), ``offset`` None or (..., hidden)
-        -> batch (...), event (H, W)."""
-        return self.y_family.dist(self.predictor(z, tau, offset))
-
-    def class_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
-        return self.y_family.probs(self.predictor(z, tau, offset))
-
-    def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W).
-
-        Where the likelihood's foreground logit is one combination of the logits (two classes), the
-        predictor computes that combination alone."""
-        readout = self.y_family.foreground_readout(self.config.num_classes)
-        if readout is None:
-            return self.y_family.foreground(self.predictor(z, tau, offset))
-        return torch.sigmoid(self.predictor(z, tau, offset, readout=z.new_tensor(readout)))
 
     def style_offset(self, raters: torch.Tensor) -> torch.Tensor | None:
         """``delta`` of rater slots ``raters`` (N,) long: (N, hidden), 0 for training raters; None

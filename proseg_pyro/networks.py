@@ -6,12 +6,12 @@ needs no Python loop.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+
+from .positive import inverse_softplus
 
 
 def run_flat(module: nn.Module, x: torch.Tensor, event_dims: int = 3, channels_last: bool = False) -> torch.Tensor:
@@ -169,7 +169,7 @@ class GaussianHeads(nn.Module):
         # instead left z uninformative for many epochs: posterior collapse).
         with torch.no_grad():
             bias = self.conv.bias.view(heads, 2, z_channels)
-            bias[:, 1] = math.log(math.expm1(initial_scale))
+            bias[:, 1] = inverse_softplus(initial_scale)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         repeated = features.repeat_interleave(self.heads, dim=-3) if self.heads > 1 else features

@@ -11,7 +11,7 @@ import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
 import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
-from proseg_pyro.compare import ALL_METHODS, compare, consensus_predictions, parse_methods, score_predictions
+from proseg_pyro.compare import all_methods, compare, consensus_predictions, parse_methods, score_predictions
 from proseg_pyro.comparison import MethodResult, over_seeds
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import ConfigError
@@ -38,7 +38,7 @@ def compared(tiny_set, tmp_path_factory):
 
 
 def test_parse_methods_keeps_the_table_order_and_rejects_unknown_names():
-    assert parse_methods("all") == list(ALL_METHODS)
+    assert parse_methods("all") == all_methods()
     assert parse_methods("staple, proseg,unet") == ["proseg", "unet", "staple"]
     with pytest.raises(ConfigError, match="nope"):
         parse_methods("proseg,nope")

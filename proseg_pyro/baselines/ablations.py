@@ -1,8 +1,8 @@
 """The paper's Table 2 ablations: ProSeg without ``tau`` and ProSeg without ``z``.
 
-Both reuse :class:`~proseg_pyro.model.ProSegModel` and :class:`~proseg_pyro.guide.ProSegGuide` by
-subclassing; every other choice (priors, likelihoods, weights, the per-pixel objective) comes from
-the same config.
+Both compose the parts of :class:`~proseg_pyro.model.ProSegModel` and
+:class:`~proseg_pyro.guide.ProSegGuide` for the latents they keep (the same networks and factories);
+every other choice (priors, likelihoods, weights, the per-pixel objective) comes from the same config.
 
 * ``proseg_no_tau``: no rater preference. The rater's style must live in per-rater ``z`` heads
   (``q(z_i | x)`` with one head per rater, whatever the config's ``z_head``); the predictor sees
@@ -10,8 +10,9 @@ the same config.
   ``tau``/``r`` sites are gone. Prior samples pick a head uniformly at random.
 * ``proseg_no_z``: no image-ambiguity latent. The predictor sees ``tau`` and deterministic U-Net
   features of the image; the ``z``/``x`` sites are gone (the image reconstruction needs ``z``).
-  Personalised samples vary only through ``tau ~ q(tau | r)``, prior samples through
-  ``tau* ~ Dir(alpha*)`` (the rater classifier is still trained through the ``r`` site).
+  Personalised samples vary only through ``tau ~ q(tau | r)``, prior samples through tau* drawn
+  as ProSeg's are (:func:`~proseg_pyro.inference.sampling_tau`; the rater classifier is still
+  trained through the ``r`` site).
 """
 from __future__ import annotations
 
@@ -19,13 +20,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
-from ..guide import ProSegGuide
-from ..likelihoods import observe_annotations
-from ..methods import Method
-from ..model import ProSegModel
-from ..networks import SegmentationPredictor, make_backbone
+from ..guide import AmbiguityPosterior, PreferencePosterior, ambiguity_networks
+from ..inference import sampling_tau
+from ..likelihoods import Y_LIKELIHOODS, observe_annotations
+from ..method_entry import Method
+from ..model import (AmbiguityFactories, AnnotationFactories, PreferenceFactories, make_annotation_predictor,
+                     make_image_decoder, make_rater_classifier)
+from ..networks import make_backbone
 from .common import annotation_plates, as_observation, in_chunks, random_raters
 
 
@@ -39,12 +43,16 @@ def _channels(config: ProSegConfig, z_channels: int) -> int:
 
 
 # --- no tau ----------------------------------------------------------------------------------------
-class NoTauModel(ProSegModel):
+class NoTauModel(AmbiguityFactories, AnnotationFactories, PyroModule):
     """p(z) p(x | z_i) p(y | z_i): ProSeg without the rater preference ``tau`` (and the ``r`` site)."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__(config)
-        del self.classifier
+        super().__init__()
+        self.config = c = config
+        self.image_decoder = make_image_decoder(c)
+        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
+        self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def no_tau(self, z: torch.Tensor) -> torch.Tensor:
         """A zero preference for ``z`` (..., Cz, H, W): (..., T); it contributes nothing to the predictor."""
@@ -62,12 +70,13 @@ class NoTauModel(ProSegModel):
                                        c.weight_y, c.dice_weight, pixels)
 
 
-class NoTauGuide(ProSegGuide):
+class NoTauGuide(AmbiguityPosterior, PyroModule):
     """q(z_i | x) from per-rater heads; no ``tau``."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__(config.replace(z_head="per_rater", tau_prior="dirichlet"))
-        del self.tau_concentration_raw
+        super().__init__()
+        self.config = config.replace(z_head="per_rater")
+        self.backbone, self.z_heads = ambiguity_networks(self.config)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         pixels = x.shape[-2] * x.shape[-1]
@@ -105,16 +114,17 @@ def no_tau_prior(model: NoTauModel, guide: NoTauGuide, x: torch.Tensor, num_samp
 
 
 # --- no z ------------------------------------------------------------------------------------------
-class NoZModel(ProSegModel):
+class NoZModel(PreferenceFactories, AnnotationFactories, PyroModule):
     """p(tau) p(r | tau) p(y | tau, features(x)): ProSeg without the image-ambiguity latent ``z``."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__(config)
-        c = config
-        del self.image_decoder
+        super().__init__()
+        self.config = c = config
+        self.classifier = make_rater_classifier(c)
+        self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.backbone = make_backbone(c, c.feature_channels)
-        self.predictor = SegmentationPredictor(c.feature_channels, c.tau_dim, c.predictor_hidden,
-                                               self.y_family.channels(c.num_classes), c.predictor_kernel)
+        self.predictor = make_annotation_predictor(c, self.y_family, c.feature_channels)
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         c = self.config
@@ -128,12 +138,13 @@ class NoZModel(ProSegModel):
                                        c.weight_y, c.dice_weight, x.shape[-2] * x.shape[-1])
 
 
-class NoZGuide(ProSegGuide):
+class NoZGuide(PreferencePosterior, PyroModule):
     """q(tau_i | r = i) only."""
 
     def __init__(self, config: ProSegConfig):
-        super().__init__(config)
-        del self.backbone, self.z_heads
+        super().__init__()
+        self.config = config
+        self.add_tau_parameters(config.num_raters + len(config.enrolled_raters))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         rater_ids = torch.arange(self.config.num_raters, device=x.device)
@@ -153,11 +164,10 @@ def no_z_personalised(model: NoZModel, guide: NoZGuide, x: torch.Tensor, raters,
 
 @torch.no_grad()
 def no_z_prior(model: NoZModel, guide: NoZGuide, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """tau* ~ Dir(alpha*) (the model's tau prior for a non-Dirichlet one) with the image's features: (S, B, H, W)."""
+    """tau* drawn as ProSeg's prior samples draw it (:func:`~proseg_pyro.inference.sampling_tau`) with
+    the image's features: (S, B, H, W)."""
     config = model.config
-    alpha = config.alpha_star if config.alpha_star is not None else config.alpha0
-    tau_p = (dist.Dirichlet(x.new_full((config.tau_dim,), alpha)) if config.tau_prior == "dirichlet"
-             else model.tau_prior())
+    tau_p = sampling_tau(model, guide, None, x)
     features = model.backbone(x)  # (B, F, H, W)
     return in_chunks(num_samples, x, 1, _channels(config, 0), lambda size: model.foreground_probs(
         tau_p.sample((size, x.shape[0])), features))

@@ -18,7 +18,7 @@ from pyro.nn import PyroModule
 from ..chunks import chunk_sizes
 from ..config import ProSegConfig
 from ..likelihoods import Y_LIKELIHOODS
-from ..methods import Method
+from ..method_entry import Method
 from ..networks import make_backbone
 
 SAMPLE_BUDGET = 2 ** 25  # tensor elements one chunk of samples may hold

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from ..config import ProSegConfig
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from .blocks import ConvEncoder
 from .common import annotation_plates, as_observation, in_chunks, make_plates
 from .prob_unet import LATENT_DIM, ProbUNetGuide, ProbUNetModel, prior, sample_channels

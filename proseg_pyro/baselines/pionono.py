@@ -21,8 +21,6 @@ and :class:`~proseg_pyro.networks.SegmentationPredictor` as the head.
 """
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -33,18 +31,15 @@ from torch import nn
 
 from ..config import ProSegConfig
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from ..networks import SegmentationPredictor
+from ..positive import inverse_softplus
 from .common import FeatureModel, annotation_plates, as_observation, in_chunks, make_plates, random_raters
 from .prob_unet import sample_channels
 
 LATENT_DIM = 8
 PRIOR_SCALE = 2.0
 INITIAL_SPREAD = 8.0  # std of the raters' initial posterior means
-
-
-def _inverse_softplus(value: float) -> float:
-    return value + math.log(-math.expm1(-value))
 
 
 class PiononoModel(FeatureModel):
@@ -80,7 +75,7 @@ class PiononoGuide(PyroModule):
         self.config = config
         raters = config.num_raters
         self.loc = nn.Parameter(INITIAL_SPREAD * torch.randn(raters, LATENT_DIM))
-        self.scale_diag_raw = nn.Parameter(torch.full((raters, LATENT_DIM), _inverse_softplus(PRIOR_SCALE)))
+        self.scale_diag_raw = nn.Parameter(torch.full((raters, LATENT_DIM), inverse_softplus(PRIOR_SCALE).item()))
         self.scale_offdiag = nn.Parameter(torch.zeros(raters, LATENT_DIM, LATENT_DIM))
 
     def rater_parameters(self) -> list[nn.Parameter]:

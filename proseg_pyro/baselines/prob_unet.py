@@ -28,7 +28,7 @@ from pyro.nn import PyroModule
 
 from ..config import ProSegConfig
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from ..networks import SegmentationPredictor
 from .blocks import GaussianEncoder
 from .common import FeatureModel, Plates, annotation_plates, as_observation, in_chunks

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import ProSegConfig
 from ..likelihoods import observe_annotations
-from ..methods import Method
+from ..method_entry import Method
 from ..networks import ConvBlock, run_flat
 from .common import FeatureModel, EmptyGuide, annotation_plates, as_observation, in_chunks
 

@@ -8,14 +8,13 @@ import torch
 from pyro import poutine
 
 from proseg_pyro.checkpoint import load_checkpoint
-from proseg_pyro.compare import TRAINABLE
 from proseg_pyro.evaluate import evaluate
-from proseg_pyro.methods import get_method
+from proseg_pyro.methods import get_method, trainable
 from proseg_pyro.train import as_tensors, fit
 
 from ..conftest import tiny_config
 
-BASELINES = [name for name in TRAINABLE if name != "proseg"]
+BASELINES = [name for name in trainable() if name != "proseg"]
 
 
 def _config(slices, method):

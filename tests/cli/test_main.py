@@ -53,8 +53,8 @@ def test_every_option_has_a_help_text_and_shows_its_default():
 
 def test_the_names_in_the_help_are_the_registered_ones():
     from proseg_pyro.baselines import CONSENSUS
-    from proseg_pyro.methods import get_method
-    from proseg_pyro.names import CONSENSUS_NAMES, TRAINABLE
+    from proseg_pyro.methods import trainable
+    from proseg_pyro.names import CONSENSUS_NAMES, METHOD_NAMES
 
     assert tuple(CONSENSUS) == CONSENSUS_NAMES
-    assert [get_method(name).name for name in TRAINABLE] == list(TRAINABLE)
+    assert trainable() == METHOD_NAMES

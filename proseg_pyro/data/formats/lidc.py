@@ -14,7 +14,7 @@ from ..cases import Case, cases_to_slices
 from ..checks import check_finite
 from ..pickles import read_pickle
 from ..slices import SliceSet
-from . import Format, ReadOptions, register
+from .format import Format, ReadOptions
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".zip")
 RANK_MODES = ("area", "keep")
@@ -95,5 +95,5 @@ def _read(path: Path, options: ReadOptions) -> SliceSet:
     return read_lidc_pickle(path, options.rank_raters, options.fold, options.config, options.whole, options.store)
 
 
-FORMAT = register(Format("lidc", lambda path: path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES, _read,
-                         f"a LIDC pickle ({', '.join(PICKLE_SUFFIXES)})", options=("rank_raters", "fold")))
+FORMAT = Format("lidc", lambda path: path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES, _read,
+                f"a LIDC pickle ({', '.join(PICKLE_SUFFIXES)})", options=("rank_raters", "fold"))

@@ -26,7 +26,7 @@ from ..cases import Case, cases_to_slices
 from ..images import read_channels, read_geometry, read_label
 from ..slices import SliceSet
 from ..splits import SPLITS, subject_splits
-from . import Format, ReadOptions, register
+from .format import Format, ReadOptions
 
 RGB_MODES = ("channels", "grey")
 
@@ -174,5 +174,5 @@ def _spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
     return training_spacings(read_manifest(path, options.allow_outside_paths))
 
 
-FORMAT = register(Format("manifest", lambda path: path.is_file() and path.suffix.lower() == ".json", _read,
-                         "a manifest (.json)", _files, _spacings))
+FORMAT = Format("manifest", lambda path: path.is_file() and path.suffix.lower() == ".json", _read,
+                "a manifest (.json)", _files, _spacings)

@@ -24,7 +24,7 @@ from typing import Any
 from ...errors import DataError
 from ...io_utils import read_json
 from ..slices import SliceSet
-from . import Format, ReadOptions, register
+from .format import Format, ReadOptions
 from .manifest import Manifest, load_manifest, training_spacings
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
@@ -156,5 +156,5 @@ def _spacings(path: Path, options: ReadOptions) -> list[tuple[float, float]]:
     return training_spacings(to_manifest(path))
 
 
-FORMAT = register(Format("nnunet", matches, _read,
-                         "an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, labelsTr)", _files, _spacings))
+FORMAT = Format("nnunet", matches, _read,
+                "an nnU-Net v2 / Decathlon folder (dataset.json, imagesTr, labelsTr)", _files, _spacings)

@@ -15,7 +15,7 @@ from ..cases import Case, cases_to_slices
 from ..checks import check_finite, check_labels
 from ..slices import SliceSet
 from ..splits import folder_split, subject_splits
-from . import Format, ReadOptions, register
+from .format import Format, ReadOptions
 
 # h5py is imported by the functions that need it, so that a process that trains from memory or from
 # the slice cache does not carry it.
@@ -112,5 +112,5 @@ def _read(path: Path, options: ReadOptions) -> SliceSet:
     return read_npc_folder(path, options.config, options.whole, options.store)
 
 
-FORMAT = register(Format("npc", lambda path: path.is_dir() and any(path.rglob("*.h5")), _read,
-                         "a folder of NPC .h5 files", lambda path, options: sorted(path.rglob("*.h5"))))
+FORMAT = Format("npc", lambda path: path.is_dir() and any(path.rglob("*.h5")), _read,
+                "a folder of NPC .h5 files", lambda path, options: sorted(path.rglob("*.h5")))
