@@ -32,7 +32,7 @@ class SparsePreferenceModel(ProSegModel):
     """ProSeg with a sparse Dirichlet(0.3) prior on tau: each rater leans on few preference axes."""
 
     def tau_prior(self) -> dist.Distribution:
-        return dist.Dirichlet(self.anchor.new_full((self.config.tau_dim,), 0.3))
+        return dist.Dirichlet(self.zero.new_full((self.config.tau_dim,), 0.3))
 
 
 register(Method("proseg_sparse_tau", lambda config: (SparsePreferenceModel(config), ProSegGuide(config)),

@@ -114,32 +114,32 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
         z_q = dist.Normal(z_q.base_dist.loc[:, 0], z_q.base_dist.scale[:, 0]).to_event(3)
     labels = annotations.to(images.dtype)
     pixels = images.shape[-2] * images.shape[-1]
-    offset = torch.zeros(config.predictor_hidden, device=images.device, requires_grad=offset_scale > 0)
+    style_offset = torch.zeros(config.predictor_hidden, device=images.device, requires_grad=offset_scale > 0)
 
     # z ~ q(z | x) is drawn outside the programs, one per particle: q(z | x) is frozen, so its KL is
-    # a constant and only tau (and the offset, a point estimate) are sites here.
+    # a constant and only tau (and the style offset, a point estimate) are sites here.
     def annotation_model(z: torch.Tensor) -> None:
-        delta = None
+        drawn_offset = None
         if offset_scale > 0:
-            prior = dist.Normal(new_model.anchor, offset_scale).expand([len(offset)]).to_event(1)
+            prior = dist.Normal(new_model.zero, offset_scale).expand([len(style_offset)]).to_event(1)
             with poutine.scale(scale=1 / pixels):  # against the per-pixel likelihood, as a sum over pixels
-                delta = pyro.sample("offset", prior)  # (hidden,), or (P, 1, hidden) with vectorised particles
+                drawn_offset = pyro.sample("style_offset", prior)  # (hidden,), or (P, 1, hidden) with vectorised particles
         with pyro.plate("images", len(images), dim=-1):
             with poutine.scale(scale=config.beta_tau):
                 tau = pyro.sample("tau", new_model.tau_prior())
             with poutine.scale(scale=config.weight_y / pixels):  # per pixel, as in training
-                pyro.sample("y", new_model.y_likelihood(tau, z, delta), obs=labels)
+                pyro.sample("y", new_model.y_likelihood(tau, z, drawn_offset), obs=labels)
 
     def annotation_guide(z: torch.Tensor) -> None:
         if offset_scale > 0:
-            pyro.sample("offset", dist.Delta(offset, event_dim=1))
+            pyro.sample("style_offset", dist.Delta(style_offset, event_dim=1))
         with pyro.plate("images", len(images), dim=-1), poutine.scale(scale=config.beta_tau):
             pyro.sample("tau", new_guide.tau_dist(slot).expand([len(images)]))
 
     elbo = pyro.infer.TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True,
                                           max_plate_nesting=1)
     rows = [dict(new_guide.named_parameters())[key] for key in row_names]
-    optimizer = torch.optim.Adam(rows + ([offset] if offset.requires_grad else []), lr=lr)
+    optimizer = torch.optim.Adam(rows + ([style_offset] if style_offset.requires_grad else []), lr=lr)
     losses = []
     with _train_rows([new_model, new_guide], rows, index), torch.random.fork_rng(
             devices=[images.device] if images.is_cuda else []):
@@ -152,7 +152,7 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
             optimizer.step()
             losses.append(loss.item())
     with torch.no_grad():
-        new_model.enrolled_offsets[-1] = offset
+        new_model.enrolled_offsets[-1] = style_offset
     return Enrolment(new_model, new_guide, config, index, losses)
 
 

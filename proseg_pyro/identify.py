@@ -25,7 +25,7 @@ def log_evidence(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y: tor
     """log p(y_b | x_b, r) for ``x`` (B, C, H, W), ``y`` (B, H, W) long and each of ``raters``: (B, N)."""
     rater_ids = torch.as_tensor(raters, dtype=torch.long, device=x.device)
     tau_q = guide.tau_dist(rater_ids)  # batch (N,)
-    offset = model.style_offset(rater_ids)  # (N, hidden) or None
+    style_offset = model.style_offsets(rater_ids)  # (N, hidden) or None
     z_q = guide.z_dist(x, rater_ids)  # batch (B, 1) shared head, or (B, N) per-rater heads
     labels = y.to(x.dtype)[:, None]  # (B, 1, H, W)
     c = model.config
@@ -34,7 +34,7 @@ def log_evidence(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, y: tor
     for size in chunk_sizes(num_samples, per_sample, max_elements):
         tau = tau_q.sample((size, x.shape[0]))  # (s, B, N, T)
         z = z_q.sample((size,))  # (s, B, 1 or N, Cz, H, W)
-        log_sums.append(model.y_likelihood(tau, z, offset).log_prob(labels).logsumexp(0))  # (B, N)
+        log_sums.append(model.y_likelihood(tau, z, style_offset).log_prob(labels).logsumexp(0))  # (B, N)
     return torch.stack(log_sums).logsumexp(0) - math.log(num_samples)
 
 

@@ -19,24 +19,24 @@ from .tau_families import TAU_FAMILIES
 
 
 def _predict(model: ProSegModel, tau: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
-             offset: torch.Tensor | None = None, tile: int = 2 ** 21) -> torch.Tensor:
+             style_offset: torch.Tensor | None = None, tile: int = 2 ** 21) -> torch.Tensor:
     """Write into ``out`` (..., H, W) the foreground probabilities of p(y | tau, z), or into ``out``
     (..., H, W, K) its class probabilities, for ``tau`` (..., T), ``z`` (..., Cz, H, W) and the raters'
-    style ``offset`` (None, or broadcastable to (..., hidden)); returns ``out``.
+    ``style_offset`` (None, or broadcastable to (..., hidden)); returns ``out``.
 
     The predictor runs on a few maps at a time (about ``tile`` latent values): its per-pixel
     intermediates then stay in cache, which halves its time on a CPU against one pass over a chunk.
     """
     lead = z.shape[:-3]
     tau, z = tau.reshape(-1, tau.shape[-1]), z.reshape(-1, *z.shape[-3:])
-    if offset is not None:
-        offset = offset.expand(*lead, offset.shape[-1]).reshape(len(z), -1)
+    if style_offset is not None:
+        style_offset = style_offset.expand(*lead, style_offset.shape[-1]).reshape(len(z), -1)
     flat_out = out.view(len(z), *out.shape[len(lead):])
     probs = model.class_probs if flat_out.dim() == 4 else model.foreground_probs
     step = max(1, tile // z[0].numel())
     for start in range(0, len(z), step):
         part = slice(start, start + step)
-        flat_out[part] = probs(tau[part], z[part], None if offset is None else offset[part])
+        flat_out[part] = probs(tau[part], z[part], None if style_offset is None else style_offset[part])
     return out
 
 
@@ -84,7 +84,7 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     raters = torch.as_tensor(list(raters), dtype=torch.long, device=x.device)
     batch, count = x.shape[0], len(raters)
     tau_q = guide.tau_dist(raters)  # batch (N,)
-    offset = model.style_offset(raters)  # (N, hidden) or None
+    style_offset = model.style_offsets(raters)  # (N, hidden) or None
     z_q = guide.z_dist(x, raters).base_dist  # batch (B, 1 or N, Cz, H, W)
     event = z_q.loc.shape[-3:]
     per_sample = batch * count * (math.prod(event) + model.config.num_classes * math.prod(x.shape[-2:]))
@@ -95,7 +95,7 @@ def personalised(model: ProSegModel, guide: ProSegGuide, x: torch.Tensor, raters
     for size in sizes:
         tau = tau_q.sample((size, batch))  # (s, B, N, T)
         z = _normal_(z_q.loc, z_q.scale, latent[:size])  # (s, B, N, Cz, H, W)
-        _predict(model, tau, z, out[start:start + size], offset)
+        _predict(model, tau, z, out[start:start + size], style_offset)
         start += size
     return out
 

@@ -18,16 +18,16 @@ pyro.settings.set(module_local_params=True)
 
 # --- the factories of the model's parts: each model composes those of the latents it has ----------
 class PreferenceFactories:
-    """p(tau) and p(r | tau), for a module holding ``config``, ``anchor`` (a buffer giving priors their
-    device and dtype) and ``classifier`` (a :class:`~proseg_pyro.networks.RaterClassifier`)."""
+    """p(tau) and p(r | tau), for a module holding ``config``, ``zero`` (a scalar buffer giving priors
+    their device and dtype) and ``classifier`` (a :class:`~proseg_pyro.networks.RaterClassifier`)."""
 
     config: ProSegConfig
-    anchor: torch.Tensor
+    zero: torch.Tensor
     classifier: RaterClassifier
 
     def tau_prior(self) -> dist.Distribution:
         """p(tau) of the config's tau family: event (T,)."""
-        return TAU_FAMILIES[self.config.tau_prior].prior(self.config.tau_dim, self.config.alpha0, self.anchor)
+        return TAU_FAMILIES[self.config.tau_prior].prior(self.config.tau_dim, self.config.alpha0, self.zero)
 
     def r_likelihood(self, tau: torch.Tensor) -> dist.Distribution:
         """p(r | tau): ``tau`` (..., T) -> Categorical over the R raters, batch (...)."""
@@ -35,17 +35,17 @@ class PreferenceFactories:
 
 
 class AmbiguityFactories:
-    """p(z) and p(x | z), for a module holding ``config``, ``anchor`` and ``image_decoder`` (an
+    """p(z) and p(x | z), for a module holding ``config``, ``zero`` and ``image_decoder`` (an
     :class:`~proseg_pyro.networks.ImageDecoder`)."""
 
     config: ProSegConfig
-    anchor: torch.Tensor
+    zero: torch.Tensor
     image_decoder: ImageDecoder
 
     def z_prior(self, height: int, width: int) -> dist.Distribution:
         """p(z) = Normal(0, I): event (Cz, H, W)."""
         shape = (self.config.z_channels, height, width)
-        return FusedNormal(self.anchor.new_zeros(()), 1.0).expand(shape).to_event(3)
+        return FusedNormal(self.zero, 1.0).expand(shape).to_event(3)
 
     def x_likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z_i): ``z`` (..., R, Cz, H, W) -> batch (..., R), event (C, H, W)."""
@@ -61,24 +61,24 @@ class AnnotationFactories:
     y_family: AnnotationLikelihood
     predictor: SegmentationPredictor
 
-    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> dist.Distribution:
-        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W), ``offset`` None or (..., hidden)
+    def y_likelihood(self, tau: torch.Tensor, z: torch.Tensor, style_offset: torch.Tensor | None = None) -> dist.Distribution:
+        """p(y | tau, z): ``tau`` (..., T), ``z`` (..., Cz, H, W), ``style_offset`` None or (..., hidden)
         -> batch (...), event (H, W)."""
-        return self.y_family.dist(self.predictor(z, tau, offset))
+        return self.y_family.dist(self.predictor(z, tau, style_offset))
 
-    def class_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def class_probs(self, tau: torch.Tensor, z: torch.Tensor, style_offset: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(y | tau, z) per pixel: class probabilities (..., H, W, K)."""
-        return self.y_family.probs(self.predictor(z, tau, offset))
+        return self.y_family.probs(self.predictor(z, tau, style_offset))
 
-    def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def foreground_probs(self, tau: torch.Tensor, z: torch.Tensor, style_offset: torch.Tensor | None = None) -> torch.Tensor:
         """Probability of any class but the background per pixel under p(y | tau, z): (..., H, W).
 
         Where the likelihood's foreground logit is one combination of the logits (two classes), the
         predictor computes that combination alone."""
         readout = self.y_family.foreground_readout(self.config.num_classes)
         if readout is None:
-            return self.y_family.foreground(self.predictor(z, tau, offset))
-        return torch.sigmoid(self.predictor(z, tau, offset, readout=z.new_tensor(readout)))
+            return self.y_family.foreground(self.predictor(z, tau, style_offset))
+        return torch.sigmoid(self.predictor(z, tau, style_offset, readout=z.new_tensor(readout)))
 
 
 def make_annotation_predictor(config: ProSegConfig, family: AnnotationLikelihood,
@@ -131,13 +131,13 @@ class ProSegModel(PreferenceFactories, AmbiguityFactories, AnnotationFactories, 
         self.classifier = make_rater_classifier(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype of priors
+        self.register_buffer("zero", torch.zeros(()), persistent=False)  # gives priors the device and dtype
         # (E, hidden): the style offsets of the E enrolled raters, written by enrolment (and saved
         # only when there are some, so that checkpoints of models without any stay as they were)
         self.register_buffer("enrolled_offsets", torch.zeros(len(c.enrolled_raters), c.predictor_hidden),
                              persistent=bool(c.enrolled_raters))
 
-    def style_offset(self, raters: torch.Tensor) -> torch.Tensor | None:
+    def style_offsets(self, raters: torch.Tensor) -> torch.Tensor | None:
         """``delta`` of rater slots ``raters`` (N,) long: (N, hidden), 0 for training raters; None
         when all are training raters."""
         enrolled = raters - self.config.num_raters

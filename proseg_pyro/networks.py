@@ -226,7 +226,7 @@ class SegmentationPredictor(nn.Module):
 
     ``z`` (..., Cz, H, W), ``tau`` (..., T). The first layer is split into a z part (a
     ``kernel`` x ``kernel`` conv; 1 gives the released code's 1x1 convs) and a tau part, which
-    equals concatenating tau at every pixel without materialising the tiled tensor. An ``offset``
+    equals concatenating tau at every pixel without materialising the tiled tensor. A ``style_offset``
     (..., hidden) moves the tau part (an enrolled rater's style offset; none for training raters).
     """
 
@@ -251,13 +251,13 @@ class SegmentationPredictor(nn.Module):
         out = conv.permute(0, 2, 3, 1).flatten(1, 2)  # channels last in memory already
         return out if style is None else out + style[:, None, :]
 
-    def forward(self, z: torch.Tensor, tau: torch.Tensor, offset: torch.Tensor | None = None,
+    def forward(self, z: torch.Tensor, tau: torch.Tensor, style_offset: torch.Tensor | None = None,
                 readout: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (..., H, W, K_out); with ``readout`` (K_out,) their combination ``logits @ readout``
         (..., H, W), folded into the last layer (one output channel instead of K_out)."""
         style = self.from_tau(tau) + self.from_z.bias  # the first layer's per-map part: (..., hidden)
-        if offset is not None:
-            style = style + offset
+        if style_offset is not None:
+            style = style + style_offset
         lead = torch.broadcast_shapes(z.shape[:-3], style.shape[:-1])
         flat_z = z.reshape(-1, *z.shape[-3:])
         if z.shape[:-3] == lead:  # a latent map per output map (training, sampling)

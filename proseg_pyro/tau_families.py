@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from .config import ProSegConfig
 from .positive import inverse_softplus
 
-# (T, alpha0, anchor tensor for device and dtype) -> p(tau), event (T,)
+# (T, alpha0, a tensor giving device and dtype) -> p(tau), event (T,)
 Prior = Callable[[int, float, torch.Tensor], dist.Distribution]
 # (config, rater slots) -> the initial values of the guide's per-rater parameters, {name: (slots, ...)}
 InitialParameters = Callable[[ProSegConfig, int], dict[str, torch.Tensor]]
 # ({name: rows (N, ...) of those parameters}, config) -> q(tau | r) of N raters, batch (N,), event (T,)
 Posterior = Callable[[dict[str, torch.Tensor], ProSegConfig], dist.Distribution]
-# (config, alpha or None, anchor tensor, the model's p(tau), q(tau | r) of the R training raters) -> event (T,)
+# (config, alpha or None, a tensor giving device and dtype, the model's p(tau), q(tau | r) of the R training raters) -> event (T,)
 SamplingPrior = Callable[[ProSegConfig, "float | None", torch.Tensor, Callable[[], dist.Distribution],
                           Callable[[], dist.Distribution]], dist.Distribution]
 
@@ -33,10 +33,10 @@ SamplingPrior = Callable[[ProSegConfig, "float | None", torch.Tensor, Callable[[
 class TauFamily:
     """One tau family.
 
-    ``prior(T, alpha0, anchor)``: p(tau). ``initial_parameters(config, slots)``: the guide's learned
+    ``prior(T, alpha0, like)``: p(tau). ``initial_parameters(config, slots)``: the guide's learned
     per-rater parameters (their names are the guide's state-dict keys), each with a row per rater
     slot. ``posterior(rows, config)``: q(tau | r) from those rows. ``sampling_prior(config, alpha,
-    anchor, model_prior, raters_posterior)``: the distribution of tau* for prior (diverse) samples,
+    like, model_prior, raters_posterior)``: the distribution of tau* for prior (diverse) samples,
     given a caller's ``alpha`` (or None), the model's prior and the training raters' posteriors
     (both called only if needed).
     """
@@ -75,21 +75,21 @@ def moment_matched_concentration(posterior: dist.Distribution) -> torch.Tensor:
     return mean * precision.clamp_min(1e-3)
 
 
-def _dirichlet_sampling_prior(config: ProSegConfig, alpha: float | None, anchor: torch.Tensor,
+def _dirichlet_sampling_prior(config: ProSegConfig, alpha: float | None, like: torch.Tensor,
                               model_prior: Callable[[], dist.Distribution],
                               raters_posterior: Callable[[], dist.Distribution]) -> dist.Distribution:
     """Dir(alpha*): ``alpha`` if given, else the config's ``alpha_star``, else the Dirichlet fitted to
     the raters' posteriors (:func:`moment_matched_concentration`)."""
     alpha = alpha if alpha is not None else config.alpha_star
     if alpha is None:
-        return dist.Dirichlet(moment_matched_concentration(raters_posterior()).to(anchor))
-    return dist.Dirichlet(anchor.new_full((config.tau_dim,), alpha))
+        return dist.Dirichlet(moment_matched_concentration(raters_posterior()).to(like))
+    return dist.Dirichlet(like.new_full((config.tau_dim,), alpha))
 
 
 TAU_FAMILIES: dict[str, TauFamily] = {
     # q(tau | r = i) = Dirichlet(softplus(e_i) + concentration_floor), e_i a learned (T,) embedding
     "dirichlet": TauFamily(
-        prior=lambda dim, alpha0, anchor: dist.Dirichlet(anchor.new_full((dim,), alpha0)),
+        prior=lambda dim, alpha0, like: dist.Dirichlet(like.new_full((dim,), alpha0)),
         initial_parameters=lambda config, slots: {
             "tau_concentration_raw": inverse_softplus(initial_concentration(config, slots))},
         posterior=lambda rows, config: dist.Dirichlet(
@@ -98,10 +98,10 @@ TAU_FAMILIES: dict[str, TauFamily] = {
     # Gaussian on the first T-1 logits, mapped to the simplex by the additive logistic transform;
     # q(tau | r = i) of the same family with a learned loc and scale; prior samples from the prior
     "logistic_normal": TauFamily(
-        prior=lambda dim, alpha0, anchor: dist.LogisticNormal(anchor.new_zeros(dim - 1), anchor.new_ones(dim - 1)),
+        prior=lambda dim, alpha0, like: dist.LogisticNormal(like.new_zeros(dim - 1), like.new_ones(dim - 1)),
         initial_parameters=lambda config, slots: {
             "tau_loc": 0.5 * torch.randn(slots, config.tau_dim - 1),
             "tau_scale_raw": torch.full((slots, config.tau_dim - 1), inverse_softplus(torch.tensor(0.5)).item())},
         posterior=lambda rows, config: dist.LogisticNormal(rows["tau_loc"], F.softplus(rows["tau_scale_raw"]) + 1e-3),
-        sampling_prior=lambda config, alpha, anchor, model_prior, raters_posterior: model_prior()),
+        sampling_prior=lambda config, alpha, like, model_prior, raters_posterior: model_prior()),
 }

@@ -161,7 +161,7 @@ def test_a_second_enrolment_keeps_the_first_raters_offset(holdout, enrolled):
     offsets = second.model.enrolled_offsets
     assert offsets.shape == (2, model.config.predictor_hidden)
     assert torch.equal(offsets[0], first.model.enrolled_offsets[0])
-    chosen = second.model.style_offset(torch.tensor([0, 4, 3, 2]))
+    chosen = second.model.style_offsets(torch.tensor([0, 4, 3, 2]))
     assert torch.equal(chosen, torch.stack([torch.zeros_like(offsets[0]), offsets[1], offsets[0],
                                             torch.zeros_like(offsets[0])]))
-    assert second.model.style_offset(torch.tensor([0, 1, 2])) is None
+    assert second.model.style_offsets(torch.tensor([0, 1, 2])) is None

@@ -45,10 +45,10 @@ POOLED = deterministic_method("pooled_logistic", lambda config: (PooledLogistic(
 
 # q(tau | r) = Dirichlet(exp(l_r)), a log-concentration per rater; tau* ~ the model's prior
 LOG_DIRICHLET = TauFamily(
-    prior=lambda dim, alpha0, anchor: dist.Dirichlet(anchor.new_full((dim,), alpha0)),
+    prior=lambda dim, alpha0, like: dist.Dirichlet(like.new_full((dim,), alpha0)),
     initial_parameters=lambda config, slots: {"tau_log_concentration": torch.zeros(slots, config.tau_dim)},
     posterior=lambda rows, config: dist.Dirichlet(rows["tau_log_concentration"].exp()),
-    sampling_prior=lambda config, alpha, anchor, model_prior, raters_posterior: model_prior())
+    sampling_prior=lambda config, alpha, like, model_prior, raters_posterior: model_prior())
 
 
 def _tempered(logits: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class NoTauModel(AmbiguityFactories, AnnotationFactories, PyroModule):
         self.image_decoder = make_image_decoder(c)
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.predictor = make_annotation_predictor(c, self.y_family, c.z_channels)
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+        self.register_buffer("zero", torch.zeros(()), persistent=False)  # gives priors the device and dtype
 
     def no_tau(self, z: torch.Tensor) -> torch.Tensor:
         """A zero preference for ``z`` (..., Cz, H, W): (..., T); it contributes nothing to the predictor."""
@@ -124,7 +124,7 @@ class NoZModel(PreferenceFactories, AnnotationFactories, PyroModule):
         self.y_family = Y_LIKELIHOODS[c.y_likelihood]
         self.backbone = make_backbone(c, c.feature_channels)
         self.predictor = make_annotation_predictor(c, self.y_family, c.feature_channels)
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+        self.register_buffer("zero", torch.zeros(()), persistent=False)  # gives priors the device and dtype
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         c = self.config

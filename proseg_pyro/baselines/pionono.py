@@ -50,7 +50,7 @@ class PiononoModel(FeatureModel):
         c = config
         self.head = SegmentationPredictor(c.feature_channels, LATENT_DIM, c.predictor_hidden,
                                           self.y_family.channels(c.num_classes))
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+        self.register_buffer("zero", torch.zeros(()), persistent=False)  # gives priors the device and dtype
 
     def foreground_probs(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``features`` (..., F, H, W) and ``z`` (..., D), broadcast -> foreground probabilities (..., H, W)."""
@@ -60,7 +60,7 @@ class PiononoModel(FeatureModel):
         plates = make_plates(x, self.config.num_raters)
         c, pixels = self.config, x.shape[-2] * x.shape[-1]
         with plates[1], poutine.scale(scale=1 / pixels):  # the objective per pixel, as ProSeg's
-            z = pyro.sample("z", dist.Normal(self.anchor, PRIOR_SCALE).expand((LATENT_DIM,)).to_event(1))  # (R, D)
+            z = pyro.sample("z", dist.Normal(self.zero, PRIOR_SCALE).expand((LATENT_DIM,)).to_event(1))  # (R, D)
         logits = self.head(self.unet(x).unsqueeze(1), z)  # (B, R, H, W, K_out)
         with annotation_plates(x, c.num_raters, mask, plates):
             return observe_annotations("y", self.y_family, self.y_family.dist(logits), as_observation(y, x),
