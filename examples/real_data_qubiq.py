@@ -13,6 +13,7 @@ The file is the Medical Matting pickle layout, read by the LIDC reader with rate
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 
@@ -29,8 +30,7 @@ def holdout_splits(slices: SliceSet, holdout: int, validation: int, seed: int) -
     order = np.random.default_rng(seed).permutation(len(subjects))
     role = {subjects[i]: "test" for i in order[:holdout]}
     role.update({subjects[i]: "val" for i in order[holdout:holdout + validation]})
-    return SliceSet(slices.images, slices.annotations, slices.mask, slices.raters, slices.classes, slices.subjects,
-                    slices.case_ids, [role.get(subject, "train") for subject in slices.subjects], slices.name)
+    return dataclasses.replace(slices, splits=[role.get(subject, "train") for subject in slices.subjects])
 
 
 def _numbers(text: str, kind: type) -> list:

@@ -62,7 +62,7 @@ def score_predictions(test: SliceSet, predictions: Predictions, convention: str,
                       train_seconds: float | None = None) -> MethodResult:
     """Summary rows and per-case metrics, each case volume scored as one (as ``proseg-pyro
     evaluate`` scores), and the distances between the personalised predictions (per slice)."""
-    rows, _, cases = score_table(test, predictions, convention)
+    rows, _, cases = score_table(test, predictions, convention)  # zeroes the padding of ``predictions``
     tested = metric_table.compared_keys()
     per_case = {row: {metric: [case[row][metric] for case in cases] for metric in tested} for row in ROWS}
     distances = metrics.expert_distance_matrix(predictions.personalised, None, convention)

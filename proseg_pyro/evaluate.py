@@ -170,12 +170,24 @@ def score(slices: SliceSet, predictions: Predictions, convention: str = "paper",
     return rows, cross
 
 
+def zero_padding(slices: SliceSet, predictions: Predictions) -> Predictions:
+    """``predictions`` of ``slices`` with every probability outside the slices' image (in the padding
+    that stacks slices of different sizes, :meth:`SliceSet.inside`) set to 0, in place: padding is
+    not part of the scan, so a prediction there is neither right nor wrong."""
+    inside = slices.inside()
+    if inside is not None and not inside.all():
+        for maps in (predictions.personalised, predictions.prior):
+            np.multiply(maps, inside[:, None], out=maps)
+    return predictions
+
+
 def score_table(slices: SliceSet, predictions: Predictions, convention: str = "paper", per: str = "case"
                 ) -> tuple[dict, dict, list[dict]]:
     """Summary rows ``{"personalised": ..., "prior": ...}``, their cross-rater Dice matrices and
     each unit's metrics (``D_mean`` among them, from the per-rater Dice the table reports),
     scoring each case volume (``per="case"``; a rater counts for a case only if it annotated all
-    its slices) or each slice (``per="slice"``)."""
+    its slices) or each slice (``per="slice"``), on the slices' image only (:func:`zero_padding`)."""
+    predictions = zero_padding(slices, predictions)
     annotations = slices.annotations.astype(bool)
     units = score_units(slices, per)
     rows, cross, unit_rows = {}, {}, [{"id": name, "slices": len(index)} for name, index in units]
@@ -202,7 +214,8 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
              batch_size: int = 8, per: str = "case", progress: bool = False) -> Evaluation:
     """Personalised and prior rows of the paper's table for ``slices``, scored per case volume
     (default) or per slice (``per="slice"``)."""
-    predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed, progress)
+    predictions = zero_padding(slices, predict(model, guide, slices.images, num_samples, batch_size, device, seed,
+                                               progress))
     rows, cross, units = score_table(slices, predictions, convention, per)
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,

@@ -218,6 +218,7 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
     # batches are read from the sets' arrays (memory-mapped where the sets come from the slice cache)
     train = (train_set.images, train_set.annotations, train_set.mask)
     val = (val_set.images, val_set.annotations, val_set.mask) if val_set is not None and len(val_set) else None
+    val_inside = val_set.inside() if val else None  # predictions in the padding count for nothing
     steps = total_steps(config, len(train_set))
     last_step = steps if stop_after is None else min(steps, stop_after)
     check = functools.partial(_stop_unless_finite, out_dir=out_dir)
@@ -249,7 +250,8 @@ def fit(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet | None, out
                "grad_norm": statistics.median(norms),
                "clipped": sum(norm > config.grad_clip for norm in norms) / len(norms) if config.grad_clip else 0.0}
         if val:
-            row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed, device)
+            row["val_dice"], row["val_empty"] = validation_dice(model, guide, val, config.batch_size, config.seed, device,
+                                                                val_inside)
         row["seconds"] = time.perf_counter() - tic
         elbo.train()
         score = row["val_dice"] if val else -row["train_loss"]

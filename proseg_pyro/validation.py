@@ -2,6 +2,7 @@
 predictions, with the same draws at every validation so that validations compare fairly."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pyro.nn import PyroModule
 from torch import nn
@@ -33,12 +34,14 @@ def validation_loss(elbo: nn.Module, data: Arrays, batch_size: int, seed: int, d
 
 @torch.no_grad()
 def validation_dice(model: PyroModule, guide: PyroModule, data: Arrays, batch_size: int, seed: int,
-                    device: torch.device) -> tuple[float, float]:
+                    device: torch.device, inside: np.ndarray | None = None) -> tuple[float, float]:
     """Mean Dice of each annotation with the prediction in its rater's style (the mean of
     :data:`VALIDATION_SAMPLES` personalised samples, thresholded at 0.5; empty with empty counts 1),
     over the annotated (image, rater) pairs of ``data`` (images, labels, mask arrays, moved to
     ``device`` a batch at a time); and the share of images for which every rater's prediction is
-    empty. The same draws at every validation; the global RNG is left as it was."""
+    empty. ``inside`` (S, H, W) bool: the pixels that are image (predictions in the padding that
+    stacks slices of different sizes count for nothing); None: all. The same draws at every
+    validation; the global RNG is left as it was."""
     method = get_method(model.config.method)
     raters = list(range(model.config.num_raters))
     dice_sum, empty_images, annotated = 0.0, 0, 0
@@ -47,6 +50,8 @@ def validation_dice(model: PyroModule, guide: PyroModule, data: Arrays, batch_si
         for start in range(0, len(data[0]), batch_size):
             images, labels, mask = to_device(*(array[start:start + batch_size] for array in data), device)
             predicted = method.personalised(model, guide, images, raters, VALIDATION_SAMPLES).mean(0) > 0.5
+            if inside is not None:
+                predicted &= torch.as_tensor(inside[start:start + batch_size], device=device)[:, None]
             truth = labels > 0
             overlap = (predicted & truth).sum((-2, -1))
             total = predicted.sum((-2, -1)) + truth.sum((-2, -1))

@@ -129,3 +129,18 @@ def test_style_sizes_compare_who_outlines_larger():
     assert sizes["personalised"] == pytest.approx([0.75, 1.0, 1.25]) and sizes["r"] == pytest.approx(1.0)
     same = np.repeat(shrunk[:, 1:2], 3, axis=1)
     assert np.isnan(style_sizes(slices, Predictions(same, same))["r"])
+
+
+def test_predictions_in_the_padding_count_for_nothing():
+    """Two 4x4 slices whose image is the top-left 2x2: exact predictions inside, foreground in the padding."""
+    annotations = np.zeros((2, 2, 4, 4), np.uint8)
+    annotations[:, :, 0, 0] = 1
+    slices = SliceSet(np.zeros((2, 1, 4, 4), np.float32), annotations, np.ones((2, 2), bool), ["a", "b"],
+                      ["background", "lesion"], ["s", "t"], ["c1", "c2"], regions=np.array([[0, 0, 2, 2]] * 2))
+    personalised = annotations.astype(np.float32)
+    personalised[:, :, 3, 3] = 0.9  # in the padding
+    prior = np.repeat(personalised[:, :1], 3, axis=1)
+    rows, _, _ = score_table(slices, Predictions(personalised, prior))
+    assert rows["personalised"]["dice_match"] == pytest.approx(1.0) and rows["personalised"]["ged"] == 0.0
+    assert rows["prior"]["dice_max"] == pytest.approx(1.0)
+    assert personalised[:, :, 3, 3].max() == 0.0  # zeroed in place

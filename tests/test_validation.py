@@ -31,3 +31,8 @@ def test_validation_dice_scores_each_annotated_rater_and_counts_empty_images(mon
     dice, empty = validation.validation_dice(Model(), None, (images, labels, mask), 8, 0, torch.device("cpu"))
     assert dice == pytest.approx((1 + 0 + 1) / 3)
     assert empty == 0.5
+    # where column 1 of image 0 is padding, its predicted pixel counts for nothing: Dice 2 * 1 / (1 + 2)
+    inside = np.ones((2, 2, 2), bool)
+    inside[0, :, 1] = False
+    dice, _ = validation.validation_dice(Model(), None, (images, labels, mask), 8, 0, torch.device("cpu"), inside)
+    assert dice == pytest.approx((2 / 3 + 0 + 1) / 3)

@@ -17,7 +17,7 @@ from ..limits import require_regular_file
 from .slice_store import open_store
 from .slices import SliceSet
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 def default_cache_dir() -> Path:

@@ -69,5 +69,6 @@ def _write_store(cases: Iterable[Case], raters: list[str], classes: list[str], n
         require_memory(2 * len(case.images) * height * width * (4 * case.images.shape[1] + len(raters)), source,
                        f"case {case.case_id!r}: {len(case.images)} slices of {width}x{height}")
         prepared = preprocess.forward(case.images, case.geometry, case.labels, whole)
-        writer.add(case.case_id, case.subject, case.split, prepared.images, prepared.labels, case.mask)
+        writer.add(case.case_id, case.subject, case.split, prepared.images, prepared.labels, case.mask,
+                   prepared.inside)
     writer.finish()

@@ -29,8 +29,9 @@ class Prepared:
     """One scan as the model sees it: ``images`` (Z, C, h, w) float32, ``labels`` (Z, R, h, w) uint8
     or None; the ``scan`` grid it came from, the ``model`` grid after resampling (the scan's when no
     resampling), where the resampled slice lies in ``images`` (``region``: top, left, height, width;
-    resize mode: the whole of it; None for slices cropped to a patch) and ``notes``, one line per
-    warning about this scan."""
+    resize mode: the whole of it; None for slices cropped to a patch), ``notes``, one line per
+    warning about this scan, and ``inside``: where in ``images`` the scan's pixels are (top, left,
+    height, width), the rest being padding."""
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -38,6 +39,7 @@ class Prepared:
     model: Geometry | None
     region: tuple[int, int, int, int] | None
     notes: list[str] = field(default_factory=list)
+    inside: tuple[int, int, int, int] | None = None
 
     @property
     def model_voxel_ml(self) -> float:
@@ -107,8 +109,9 @@ class Preprocess:
             labels = None if labels is None else self.resampled(labels, geometry, model, labels=True)
         notes = [] if geometry is None else self.notes(geometry)
         if not whole:
+            inside = self._fitted_inside(*images.shape[-2:])
             images, labels = fit_to_size(images, labels, self.image_size, self.resize)
-            return Prepared(normalise_slices(images, self.intensity), labels, geometry, model, None, notes)
+            return Prepared(normalise_slices(images, self.intensity), labels, geometry, model, None, notes, inside)
         if self.resize == "resize":
             images = resize(images, self.image_size, labels=False)
             labels = None if labels is None else resize(labels, self.image_size, labels=True)
@@ -116,7 +119,16 @@ class Preprocess:
         images = normalise_slices(images, self.intensity)
         if self.resize == "crop":
             images, labels, region = self._pad(images, labels)
-        return Prepared(images, labels, geometry, model, region, notes)
+        return Prepared(images, labels, geometry, model, region, notes, region)
+
+    def _fitted_inside(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Where a slice of ``height`` x ``width`` lies once brought to ``image_size`` (centre crop or
+        pad: the padded part is not image; resize: all of it)."""
+        if self.resize == "resize":
+            return 0, 0, self.image_size, self.image_size
+        (top, rows), (left, columns) = (((self.image_size - length) // 2, length) if length < self.image_size
+                                        else (0, self.image_size) for length in (height, width))
+        return top, left, rows, columns
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of a slice of ``height`` x ``width`` padded to at least ``image_size`` and a

@@ -1,7 +1,8 @@
 """Preprocessed slices on disk: written case by case, read back memory-mapped.
 
 A store is a folder of ``images.npy`` (S, C, H, W) float32, ``annotations.npy`` (S, R, H, W) uint8,
-``mask.npy`` (S, R) bool and ``meta.json`` (raters, classes, subjects, case ids, splits, name).
+``mask.npy`` (S, R) bool, ``regions.npy`` (S, 4) int32 (where each slice's image lies, the rest
+being padding) and ``meta.json`` (raters, classes, subjects, case ids, splits, name).
 Slices are grouped by split (train, val, test, unassigned; the cases' order kept within each), so
 that a split of a memory-mapped store is a view of its files rather than a copy in memory. Writing
 holds one case in memory at a time; reading maps the files (``numpy.load(mmap_mode="r")``, no pickle).
@@ -19,7 +20,7 @@ from .slices import SliceSet
 from .transforms import pad_slices
 
 SPLIT_ORDER = ("train", "val", "test", "")
-ARRAYS = {"images": np.float32, "annotations": np.uint8, "mask": np.bool_}
+ARRAYS = {"images": np.float32, "annotations": np.uint8, "mask": np.bool_, "regions": np.int32}
 META = "meta.json"
 
 
@@ -39,15 +40,18 @@ class SliceWriter:
         return self.folder / f"spool-{split or 'none'}-{array}.bin"
 
     def add(self, case_id: str, subject: str, split: str, images: np.ndarray, labels: np.ndarray,
-            mask: np.ndarray) -> None:
-        """One case's ``images`` (Z, C, h, w), ``labels`` (Z, R, h, w) and ``mask`` (R,)."""
+            mask: np.ndarray, region: tuple[int, int, int, int] | None = None) -> None:
+        """One case's ``images`` (Z, C, h, w), ``labels`` (Z, R, h, w), ``mask`` (R,) and the
+        ``region`` (top, left, height, width) of its slices that is image (None: all of h x w)."""
         if self.channels is not None and images.shape[1] != self.channels:
             raise DataError(self.source, f"case {case_id!r} has {images.shape[1]} channels, "
                                          f"earlier cases {self.channels}")
         self.channels = images.shape[1]
         count = len(images)
+        region = (0, 0, *images.shape[-2:]) if region is None else region
         arrays = {"images": images, "annotations": labels,
-                  "mask": np.broadcast_to(np.asarray(mask, bool), (count, len(self.raters)))}
+                  "mask": np.broadcast_to(np.asarray(mask, bool), (count, len(self.raters))),
+                  "regions": np.broadcast_to(np.asarray(region, np.int32), (count, 4))}
         for array, values in arrays.items():
             with open(self._spool(split, array), "ab") as handle:
                 handle.write(np.ascontiguousarray(values, dtype=ARRAYS[array]).tobytes())
@@ -63,7 +67,8 @@ class SliceWriter:
         width = max(case[3] for case in self.cases)
         total = sum(case[1] for case in self.cases)
         shapes = {"images": (total, self.channels, height, width),
-                  "annotations": (total, len(self.raters), height, width), "mask": (total, len(self.raters))}
+                  "annotations": (total, len(self.raters), height, width), "mask": (total, len(self.raters)),
+                  "regions": (total, 4)}
         # plain file writes, not a writable map: the written pages do not count in the process's memory
         outputs = {array: open(self.folder / f"{array}.npy", "wb") for array in ARRAYS}
         try:
@@ -94,9 +99,11 @@ class SliceWriter:
                 images = np.fromfile(spools["images"], np.float32, count * self.channels * h * w)
                 labels = np.fromfile(spools["annotations"], np.uint8, count * len(self.raters) * h * w)
                 mask = np.fromfile(spools["mask"], np.bool_, count * len(self.raters))
+                regions = np.fromfile(spools["regions"], np.int32, count * 4)  # padding below and right: unchanged
                 images, labels = pad_to((images.reshape(count, self.channels, h, w),
                                          labels.reshape(count, len(self.raters), h, w)), height, width)
-                for array, values in (("images", images), ("annotations", labels), ("mask", mask)):
+                for array, values in (("images", images), ("annotations", labels), ("mask", mask),
+                                      ("regions", regions)):
                     outputs[array].write(np.ascontiguousarray(values, dtype=ARRAYS[array]).tobytes())
         finally:
             for handle in spools.values():
@@ -124,10 +131,11 @@ def open_store(folder: Path, in_memory: bool = False) -> SliceSet:
         if arrays[array].dtype != dtype:
             raise ValueError(f"{array}.npy holds {arrays[array].dtype}, expected {np.dtype(dtype)}")
     count, raters = len(meta["splits"]), len(meta["raters"])
-    images, annotations, mask = arrays["images"], arrays["annotations"], arrays["mask"]
+    images, annotations, mask, regions = (arrays[array] for array in ARRAYS)
     if (images.ndim != 4 or annotations.shape != (count, raters, *images.shape[-2:]) or len(images) != count
-            or mask.shape != (count, raters)):
+            or mask.shape != (count, raters) or regions.shape != (count, 4)):
         raise ValueError("the store's arrays disagree in shape")
     return SliceSet(images=images, annotations=annotations, mask=mask, raters=list(meta["raters"]),
                     classes=list(meta["classes"]), subjects=list(meta["subjects"]),
-                    case_ids=list(meta["case_ids"]), splits=list(meta["splits"]), name=str(meta["name"]))
+                    case_ids=list(meta["case_ids"]), splits=list(meta["splits"]), name=str(meta["name"]),
+                    regions=regions)
