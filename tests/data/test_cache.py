@@ -22,7 +22,8 @@ def test_cache_hit_and_invalidation(volume_manifest, monkeypatch, tmp_path_facto
     volume_manifest.write_text(volume_manifest.read_text().replace('"A.nii.gz"', '"A.nii"'))
     first = load_dataset(volume_manifest, config=CONFIG16, cache_dir=cache_dir)
     (entry,) = cache_dir.iterdir()  # one store: .npy arrays, mapped rather than read into memory
-    assert sorted(path.name for path in entry.iterdir()) == ["annotations.npy", "images.npy", "mask.npy", "meta.json"]
+    assert sorted(path.name for path in entry.iterdir()) == ["annotations.npy", "images.npy", "mask.npy", "meta.json",
+                                                             "regions.npy"]
     assert isinstance(first.images, np.memmap) and isinstance(first.annotations, np.memmap)
     assert first.annotations.dtype == np.uint8
     train_split = first.split("train")  # slices are grouped by split: a split is a view of the map
