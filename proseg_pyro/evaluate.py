@@ -214,9 +214,8 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
              batch_size: int = 8, per: str = "case", progress: bool = False) -> Evaluation:
     """Personalised and prior rows of the paper's table for ``slices``, scored per case volume
     (default) or per slice (``per="slice"``)."""
-    predictions = zero_padding(slices, predict(model, guide, slices.images, num_samples, batch_size, device, seed,
-                                               progress))
-    rows, cross, units = score_table(slices, predictions, convention, per)
+    predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed, progress)
+    rows, cross, units = score_table(slices, predictions, convention, per)  # zeroes the padding of ``predictions``
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
                        "per": per}, units, style_sizes(slices, predictions))
