@@ -40,15 +40,14 @@ class SliceWriter:
         return self.folder / f"spool-{split or 'none'}-{array}.bin"
 
     def add(self, case_id: str, subject: str, split: str, images: np.ndarray, labels: np.ndarray,
-            mask: np.ndarray, region: tuple[int, int, int, int] | None = None) -> None:
+            mask: np.ndarray, region: tuple[int, int, int, int]) -> None:
         """One case's ``images`` (Z, C, h, w), ``labels`` (Z, R, h, w), ``mask`` (R,) and the
-        ``region`` (top, left, height, width) of its slices that is image (None: all of h x w)."""
+        ``region`` (top, left, height, width) of its slices that is image."""
         if self.channels is not None and images.shape[1] != self.channels:
             raise DataError(self.source, f"case {case_id!r} has {images.shape[1]} channels, "
                                          f"earlier cases {self.channels}")
         self.channels = images.shape[1]
         count = len(images)
-        region = (0, 0, *images.shape[-2:]) if region is None else region
         arrays = {"images": images, "annotations": labels,
                   "mask": np.broadcast_to(np.asarray(mask, bool), (count, len(self.raters))),
                   "regions": np.broadcast_to(np.asarray(region, np.int32), (count, 4))}
