@@ -32,7 +32,8 @@ from .data import load_dataset
 from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth, make_synthetic
 from .errors import ConfigError, ProSegError
-from .evaluate import Predictions, oracle_predictions, predict, score_table, score_units
+from .evaluate import (Predictions, oracle_predictions, own_style_best, predict, score_table, score_units, style_margin,
+                       style_sizes)
 from .methods import trainable
 from .names import CONSENSUS_NAMES
 from .schedule import total_steps
@@ -62,13 +63,15 @@ def score_predictions(test: SliceSet, predictions: Predictions, convention: str,
                       train_seconds: float | None = None) -> MethodResult:
     """Summary rows and per-case metrics, each case volume scored as one (as ``proseg-pyro
     evaluate`` scores), and the distances between the personalised predictions (per slice)."""
-    rows, _, cases = score_table(test, predictions, convention)  # zeroes the padding of ``predictions``
+    rows, cross, cases = score_table(test, predictions, convention)  # zeroes the padding of ``predictions``
     tested = metric_table.compared_keys()
     per_case = {row: {metric: [case[row][metric] for case in cases] for metric in tested} for row in ROWS}
     distances = metrics.expert_distance_matrix(predictions.personalised, None, convention)
     empty_slices = (predictions.personalised.reshape(len(test), -1) <= 0.5).all(1)
     empty = float(np.mean([empty_slices[index].all() for _, index in score_units(test)]))
-    return MethodResult(kind, rows, per_case, distances.tolist(), train_seconds, empty)
+    styles = {"own_best": own_style_best(cross["personalised"]), "margin": style_margin(cross["personalised"]),
+              "size_r": style_sizes(test, predictions)["r"]}
+    return MethodResult(kind, rows, per_case, distances.tolist(), train_seconds, empty, styles=styles)
 
 
 def consensus_predictions(name: str, test: SliceSet, num_samples: int) -> Predictions:

@@ -35,7 +35,11 @@ class MethodResult:
     ``per_case``: the same two rows -> metric -> one value per test case (for the paired tests);
     ``prediction_distances``: (R, R) mean 1 - IoU between its personalised predictions for two raters;
     ``train_seconds``: training time, summed over seeds (None for methods without training);
-    ``empty_share``: share of test cases on which every personalised prediction is empty.
+    ``empty_share``: share of test cases on which every personalised prediction is empty;
+    ``styles``: how well the personalised predictions keep the raters apart: ``own_best`` (raters
+    whose annotations match their own style's prediction strictly best), ``margin`` (Dice with the
+    own style minus with another's) and ``size_r`` (Pearson r across raters of annotated and
+    predicted relative sizes, NaN where either does not vary).
     Over several seeds every value is the mean over seeds (per case for ``per_case``), ``spread``
     holds the standard deviation of each row's metrics over seeds, ``lr`` the learning rate used and
     ``lr_scores`` the validation Dice that each rate of the grid reached.
@@ -51,6 +55,7 @@ class MethodResult:
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
     lr: float | None = None
     lr_scores: dict[str, float] = field(default_factory=dict)
+    styles: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +92,9 @@ class Comparison:
                  "## Table 1/3: diversity (GED, D_soft, D_max, D_match) and personalisation (D_Ai)",
                  self._table_main(), self._notes(),
                  "## Table 9: GED = 2 d_pa - d_pp - d_aa", self._table_ged(),
-                 "## Expert distance matrix (1 - IoU between raters' test annotations)", self._table_experts()]
+                 "## Expert distance matrix (1 - IoU between raters' test annotations)", self._table_experts(),
+                 "## Rater styles: cross-rater Dice and relative sizes of the personalised predictions",
+                 self._table_styles()]
         if self.tests:
             parts += [f"## Paired Wilcoxon signed-rank tests over test cases: {REFERENCE} vs each method",
                       "Each cell: mean over cases (and seeds) of (ProSeg - method), p-value (two-sided, Holm-adjusted "
@@ -136,6 +143,19 @@ class Comparison:
                                 f"{np.nanmean(experts[off_diagonal]):.3f}"]))
         return "\n".join(lines)
 
+    def _table_styles(self) -> str:
+        lines = [f"`own style best`: raters (of {len(self.raters)}) whose annotations match the prediction in their "
+                 "own style strictly better than any other rater's style; `margin`: Dice with the own style minus "
+                 "with another's; `size r`: Pearson r across raters between how large each rater outlines and how "
+                 "large the predictions in its style are (blank where the predictions' sizes do not vary).", "",
+                 *_header(["method", "own style best", "margin", "size r"])]
+        for method, result in self.results.items():
+            if result.styles:
+                styles = result.styles
+                lines.append(_line([method, f"{styles['own_best']:.3g}", f"{styles['margin']:+.4f}",
+                                    "" if np.isnan(styles["size_r"]) else f"{styles['size_r']:.3f}"]))
+        return "\n".join(lines)
+
     def _table_tests(self, row: str) -> str:
         lines = [f"{row} rows:", "", *_header(["method", *metric_table.headers(metric_table.compared(), self.raters)])]
         for method, by_row in self.tests.items():
@@ -182,7 +202,8 @@ def over_seeds(results: list[MethodResult]) -> MethodResult:
                       for metric in first.per_case[row]} for row in first.per_case}
     return MethodResult(first.kind, rows, per_case, mean([result.prediction_distances for result in results]),
                         sum(result.train_seconds or 0.0 for result in results),
-                        float(np.mean([result.empty_share for result in results])), spread=spread)
+                        float(np.mean([result.empty_share for result in results])), spread=spread,
+                        styles=mean_styles([result.styles for result in results]))
 
 
 def over_folds(comparisons: dict[str, Comparison]) -> Comparison:
@@ -210,10 +231,21 @@ def over_folds(comparisons: dict[str, Comparison]) -> Comparison:
         merged.results[method] = MethodResult(
             result.kind, rows, per_case, mean([each.prediction_distances for each in results]),
             sum(seconds) if seconds else None, float(np.average([each.empty_share for each in results], weights=cases)),
-            result.seeds, spread, lr=None, lr_scores={})
+            result.seeds, spread, lr=None, lr_scores={}, styles=mean_styles([each.styles for each in results]))
     merged.expert_distances = mean([fold.expert_distances for fold in folds])
     merged.tests = tests_against_reference(merged.results)
     return merged
+
+
+def mean_styles(styles: list[dict[str, float]]) -> dict[str, float]:
+    """Each style score's mean over seeds or folds (NaN only where every one is NaN)."""
+    if not all(styles):
+        return {}
+    means = {}
+    for key in styles[0]:
+        values = np.array([each[key] for each in styles], float)
+        means[key] = float(np.nan) if np.isnan(values).all() else float(np.nanmean(values))
+    return means
 
 
 def tests_against_reference(results: dict[str, MethodResult]) -> dict[str, dict[str, dict[str, dict]]]:

@@ -89,6 +89,10 @@ class Evaluation:
                               zip(self.raters, sizes["annotated"], sizes["personalised"]))
             lines += ["", f"Relative size of each rater's outlines, annotated/personalised: {pairs}; "
                           f"Pearson r across raters {sizes['r']:.3f}"]
+        cross = self.cross_rater_dice.get("personalised")
+        if cross is not None and len(self.raters) > 1:
+            lines += ["", f"Own style best (cross-rater Dice): {own_style_best(cross)} of {len(self.raters)} raters; "
+                          f"Dice with the own style minus with another's {style_margin(cross):+.4f}"]
         return "\n".join(lines)
 
 
@@ -219,6 +223,22 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
                        "per": per}, units, style_sizes(slices, predictions))
+
+
+def own_style_best(cross: np.ndarray) -> int:
+    """How many raters' annotations match the prediction in their own style strictly best: rows of
+    the cross-rater Dice matrix (R, R) whose diagonal exceeds every other entry (a tie, as between
+    identical predictions, or a rater without annotations counts for none)."""
+    cross = np.asarray(cross, float)
+    others = np.where(np.eye(len(cross), dtype=bool) | np.isnan(cross), -np.inf, cross)
+    return int((np.diag(cross) > others.max(axis=1)).sum())
+
+
+def style_margin(cross: np.ndarray) -> float:
+    """Mean Dice of the annotations with their own style's prediction minus the mean with another
+    rater's (cross-rater Dice matrix (R, R)): 0 where the styles are all the same."""
+    cross = np.asarray(cross, float)
+    return float(np.nanmean(np.diag(cross)) - np.nanmean(cross[~np.eye(len(cross), dtype=bool)]))
 
 
 def style_sizes(slices: SliceSet, predictions: Predictions) -> dict:

@@ -69,12 +69,14 @@ def test_compare_scores_every_method_beside_the_oracle(compared):
     assert test["cases"] == images and 0 <= test["p"] <= 1
     expert = np.array(comparison.expert_distances)
     assert np.allclose(np.diag(expert), 0) and np.allclose(expert, expert.T)
+    fused = comparison.results["majority_vote"].styles  # one mask for every rater: no style at all
+    assert fused["own_best"] == 0 and fused["margin"] == pytest.approx(0.0) and np.isnan(fused["size_r"])
 
 
 def test_compare_writes_the_tables(compared, tmp_path):
     comparison, _ = compared
     text = comparison.markdown()
-    for heading in ("Table 1/3", "Table 9", "Expert distance matrix", "Wilcoxon"):
+    for heading in ("Table 1/3", "Table 9", "Expert distance matrix", "Rater styles", "Wilcoxon"):
         assert heading in text
     assert "| proseg | prior |" in text and "| oracle | personalised |" in text and "D_generous" in text
     comparison.to_json(tmp_path / "comparison.json")
@@ -144,7 +146,9 @@ def test_over_seeds_gives_means_and_spreads():
         row = {"ged": value, "dice_soft": value, "dice_max": value, "dice_match": value, "dice_mean": value,
                "dice_rater": [value, 2 * value]}
         per_case = {"personalised": {"ged": [value, value]}}
-        return MethodResult("trained", {"personalised": row}, per_case, [[0.0, value], [value, 0.0]], 10.0, 0.5)
+        styles = {"own_best": 10 * value, "margin": value, "size_r": np.nan if value == 0.2 else value}
+        return MethodResult("trained", {"personalised": row}, per_case, [[0.0, value], [value, 0.0]], 10.0, 0.5,
+                            styles=styles)
 
     merged = over_seeds([result(0.2), result(0.4), result(0.6)])
     assert merged.rows["personalised"]["ged"] == pytest.approx(0.4)
@@ -152,6 +156,7 @@ def test_over_seeds_gives_means_and_spreads():
     assert merged.spread["personalised"]["ged"] == pytest.approx(0.2)  # sample sd of 0.2, 0.4, 0.6
     assert merged.per_case["personalised"]["ged"] == pytest.approx([0.4, 0.4])
     assert merged.train_seconds == 30.0 and merged.empty_share == 0.5
+    assert merged.styles == pytest.approx({"own_best": 4.0, "margin": 0.4, "size_r": 0.5})  # NaN left out
 
 
 def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed(tiny_set, tmp_path):
@@ -184,3 +189,19 @@ def test_compare_scores_each_case_volume_as_evaluate_does():
     assert result.per_case["prior"]["dice_match"] == pytest.approx([1.0, 0.0])
     assert result.rows["personalised"]["dice_mean"] == pytest.approx(0.5)
     assert result.empty_share == pytest.approx(0.5)
+
+
+def test_compare_scores_how_well_the_styles_keep_apart():
+    """Rater A outlines 2 pixels, rater B 6 (the first 2 shared). Predictions in each rater's own
+    style: own style best 2 of 2, margin 1 - 0.5, sizes correlate; the two styles swapped: the reverse."""
+    annotations = np.zeros((1, 2, 4, 4), np.int64)
+    annotations[0, 0].flat[:2] = 1
+    annotations[0, 1].flat[:6] = 1
+    slices = SliceSet(np.zeros((1, 1, 4, 4), np.float32), annotations, np.ones((1, 2), bool), ["A", "B"],
+                      ["background", "lesion"], ["test"], ["c1"])
+    own = annotations.astype(np.float32)
+    kept = score_predictions(slices, Predictions(own, own), "paper", "trained").styles
+    assert kept == pytest.approx({"own_best": 2, "margin": 1 - 0.5, "size_r": 1.0})
+    swapped = own[:, ::-1].copy()
+    crossed = score_predictions(slices, Predictions(swapped, swapped), "paper", "trained").styles
+    assert crossed == pytest.approx({"own_best": 0, "margin": 0.5 - 1, "size_r": -1.0})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from proseg_pyro.data.slices import SliceSet
-from proseg_pyro.evaluate import Evaluation, Predictions, oracle_predictions, score, score_table, style_sizes
+from proseg_pyro.evaluate import (Evaluation, Predictions, oracle_predictions, own_style_best, score, score_table,
+                                  style_margin, style_sizes)
 
 
 def test_predictions_equal_to_the_annotations_score_perfectly(tiny_set):
@@ -51,7 +52,8 @@ def test_markdown_and_json(tmp_path, tiny_set):
     assert table.splitlines()[0].startswith(f"Means over {len(test)} case volumes (1 samples, convention paper: "
                                             "an empty annotation with an empty prediction scores Dice 1")
     assert table.splitlines()[2].startswith("| method | GED | D_soft | D_max | D_match | D_tight")
-    assert len(table.splitlines()) == 6
+    assert len(table.splitlines()) == 8  # exact predictions: each rater's own style is its best
+    assert table.splitlines()[-1].startswith("Own style best (cross-rater Dice): 4 of 4 raters")
     result.to_json(tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["rows"]["personalised"]["dice_rater"] == pytest.approx([1.0] * 4)
@@ -129,6 +131,19 @@ def test_style_sizes_compare_who_outlines_larger():
     assert sizes["personalised"] == pytest.approx([0.75, 1.0, 1.25]) and sizes["r"] == pytest.approx(1.0)
     same = np.repeat(shrunk[:, 1:2], 3, axis=1)
     assert np.isnan(style_sizes(slices, Predictions(same, same))["r"])
+
+
+def test_own_style_best_counts_strict_row_maxima_on_the_diagonal():
+    """Rater 0 ties another style (counts for none), rater 1 wins, rater 2 loses, rater 3 annotated nothing."""
+    cross = np.array([[0.9, 0.5, 0.9, 0.1],
+                      [0.4, 0.8, 0.7, 0.1],
+                      [0.3, 0.6, 0.5, 0.1],
+                      [np.nan, np.nan, np.nan, np.nan]])
+    assert own_style_best(cross) == 1
+    # diagonal (0.9 + 0.8 + 0.5) / 3 against the nine other present entries, (0.5 + 0.9 + 0.1 + 0.4 + 0.7 + 0.1
+    # + 0.3 + 0.6 + 0.1) / 9
+    assert style_margin(cross) == pytest.approx(2.2 / 3 - 3.7 / 9)
+    assert own_style_best(np.full((3, 3), 0.7)) == 0 and style_margin(np.full((3, 3), 0.7)) == pytest.approx(0.0)
 
 
 def test_predictions_in_the_padding_count_for_nothing():
