@@ -154,8 +154,10 @@ class ProSegConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.y_likelihood == "bernoulli" and self.num_classes != 2:
-            raise ConfigError("config: y_likelihood 'bernoulli' needs num_classes == 2")
+        most = Y_LIKELIHOODS[self.y_likelihood].max_classes
+        if most is not None and self.num_classes > most:
+            raise ConfigError(f"config: y_likelihood {self.y_likelihood!r} models at most {most} classes, "
+                              f"got num_classes={self.num_classes}")
         spacing = self.spacing
         if spacing is not None and not (
                 isinstance(spacing, (list, tuple)) and len(spacing) == 2

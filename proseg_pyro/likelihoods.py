@@ -26,7 +26,8 @@ class AnnotationLikelihood:
     ``foreground(probs(logits))`` without forming every class's probability;
     ``foreground_readout(K)``: a vector c (channels,) with ``foreground(logits) = sigmoid(logits @ c)``
     where one exists (two classes), else None; a predictor can fold it into its last layer;
-    ``probs_of(distribution)``: the class probabilities (..., H, W, K) of a ``dist(logits)``.
+    ``probs_of(distribution)``: the class probabilities (..., H, W, K) of a ``dist(logits)``;
+    ``max_classes``: the most classes K it can model (None: any).
     """
 
     channels: Callable[[int], int]
@@ -35,6 +36,7 @@ class AnnotationLikelihood:
     foreground: Callable[[torch.Tensor], torch.Tensor]
     foreground_readout: Callable[[int], tuple[float, ...] | None]
     probs_of: Callable[[dist.Distribution], torch.Tensor]
+    max_classes: int | None = None
 
 
 def foreground(class_probs: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,8 @@ Y_LIKELIHOODS: dict[str, AnnotationLikelihood] = {
         probs=_bernoulli_probs,
         foreground=lambda logits: torch.sigmoid(logits[..., 0]),
         foreground_readout=lambda classes: (1.0,),
-        probs_of=lambda distribution: _bernoulli_probs(distribution.base_dist.logits[..., None])),
+        probs_of=lambda distribution: _bernoulli_probs(distribution.base_dist.logits[..., None]),
+        max_classes=2),
 }
 
 

@@ -28,7 +28,7 @@ def test_file_values_override_a_base(tmp_path):
     ({"image_size": 2 ** 20}, "image_size must be an integer in [1, 4096]"),
     ({"image_size": 20, "depth": 3}, "divisible by 2**depth"),
     ({"tau_prior": "gamma"}, "tau_prior must be one of"),
-    ({"y_likelihood": "bernoulli", "num_classes": 3}, "needs num_classes == 2"),
+    ({"y_likelihood": "bernoulli", "num_classes": 3}, "models at most 2 classes"),
     ({"beta_z": -1.0}, "beta_z must be a finite number in [0, 1000]"),
     ({"lr": float("inf")}, "lr must be a finite number in (0, 1], got inf"),
     ({"lr": 1e30}, "lr must be a finite number in (0, 1]"),
