@@ -152,7 +152,7 @@ class Comparison:
         for method, result in self.results.items():
             if result.styles:
                 styles = result.styles
-                lines.append(_line([method, f"{styles['own_best']:.3g}", f"{styles['margin']:+.4f}",
+                lines.append(_line([method, f"{styles['own_best']:.3g}", metric_table.signed(styles['margin']),
                                     "" if np.isnan(styles["size_r"]) else f"{styles['size_r']:.3f}"]))
         return "\n".join(lines)
 

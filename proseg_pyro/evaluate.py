@@ -92,7 +92,7 @@ class Evaluation:
         cross = self.cross_rater_dice.get("personalised")
         if cross is not None and len(self.raters) > 1:
             lines += ["", f"Own style best (cross-rater Dice): {own_style_best(cross)} of {len(self.raters)} raters; "
-                          f"Dice with the own style minus with another's {style_margin(cross):+.4f}"]
+                          f"Dice with the own style minus with another's {metric_table.signed(style_margin(cross))}"]
         return "\n".join(lines)
 
 

@@ -106,3 +106,9 @@ def column(key: str) -> Column:
         if entry.key == key:
             return entry
     raise KeyError(f"no reported score {key!r}; reported: {[entry.key for entry in COLUMNS]}")
+
+
+def signed(value: float, digits: int = 4) -> str:
+    """``value`` with its sign to ``digits`` decimals; a difference that rounds to zero reads
+    ``+0.0000``, never ``-0.0000``."""
+    return f"{round(value, digits) + 0.0:+.{digits}f}"

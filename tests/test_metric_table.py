@@ -67,3 +67,8 @@ def test_a_registered_score_reaches_evaluate_and_compare_end_to_end(predicted_sh
     test = comparison.tests["majority_vote"]["personalised"]["predicted_share"]
     assert test["cases"] == len({case for case, split in zip(slices.case_ids, slices.splits) if split == "test"})
     assert "share" in comparison.markdown()
+
+
+@pytest.mark.parametrize("value,text", [(0.5, "+0.5000"), (-0.00012, "-0.0001"), (-1e-6, "+0.0000"), (0.0, "+0.0000")])
+def test_signed_differences_never_read_minus_zero(value, text):
+    assert metric_table.signed(value) == text
