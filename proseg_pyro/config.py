@@ -144,10 +144,10 @@ class ProSegConfig:
         # the registries' names (imported here: they import this module, and their torch code is only
         # needed once a config is made)
         from .likelihoods import Y_LIKELIHOODS
-        from .methods import METHODS
+        from .methods import trainable
         from .tau_families import TAU_FAMILIES
 
-        choices = {"method": tuple(METHODS), "tau_prior": tuple(TAU_FAMILIES), "y_likelihood": tuple(Y_LIKELIHOODS),
+        choices = {"method": trainable(), "tau_prior": tuple(TAU_FAMILIES), "y_likelihood": tuple(Y_LIKELIHOODS),
                    "z_head": Z_HEADS,
                    "resize": ("crop", "resize"), "intensity": ("zscore", "unit"),
                    "lr_schedule": ("cosine", "poly", "constant"), "backbone": ("small", "resnet34")}
