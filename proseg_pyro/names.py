@@ -3,6 +3,7 @@ the trainable methods (the command line's copy of :func:`proseg_pyro.methods.tra
 test holds equal to it), the consensus references and the tau embeddings of the figures."""
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.metadata import entry_points
 
 # Installed packages add methods under this entry-point group: ``name = module:METHOD``, a
@@ -10,8 +11,10 @@ from importlib.metadata import entry_points
 PLUGIN_GROUP = "proseg_pyro.methods"
 
 
+@lru_cache(maxsize=1)
 def plugin_method_names() -> tuple[str, ...]:
-    """The names of the methods installed packages offer under :data:`PLUGIN_GROUP` (none loaded)."""
+    """The names of the methods installed packages offer under :data:`PLUGIN_GROUP` (none loaded),
+    read once per process (``plugin_method_names.cache_clear()`` reads them again)."""
     return tuple(sorted({point.name for point in entry_points(group=PLUGIN_GROUP)}))
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from proseg_pyro import methods
+from proseg_pyro import methods, names
 from proseg_pyro.checkpoint import load_checkpoint
 
 from .conftest import tiny_config
@@ -38,6 +38,13 @@ def plugin_site(tmp_path):
     return site
 
 
+@pytest.fixture(autouse=True)
+def fresh_plugin_names():
+    """The plugin names read anew after each test, whose sys.path may have held the package."""
+    yield
+    names.plugin_method_names.cache_clear()
+
+
 def _cli(site, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     return subprocess.run([sys.executable, "-c", "from proseg_pyro.cli.main import main; main()", *args],
@@ -52,7 +59,8 @@ def test_an_installed_method_trains_from_the_command_line_and_reloads(plugin_sit
     trained = _cli(plugin_site, "train", "--config", str(tmp_path / "config.json"), "--method", "wide_unet",
                    "--out", str(run), "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
-    monkeypatch.syspath_prepend(str(plugin_site))
+    monkeypatch.syspath_prepend(str(plugin_site))  # this process now has the package too
+    names.plugin_method_names.cache_clear()
     monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))  # the loaded plugin stays in this test
     model, _, config = load_checkpoint(run / "best.pt", method=None)
     assert config.method == "wide_unet" and methods.get_method("wide_unet").build is methods.METHODS["unet_pooled"].build
