@@ -236,9 +236,13 @@ def own_style_best(cross: np.ndarray) -> int:
 
 def style_margin(cross: np.ndarray) -> float:
     """Mean Dice of the annotations with their own style's prediction minus the mean with another
-    rater's (cross-rater Dice matrix (R, R)): 0 where the styles are all the same."""
+    rater's (cross-rater Dice matrix (R, R)): 0 where the styles are all the same, NaN where there is
+    no pair to compare (one rater, or no scored entry on or off the diagonal)."""
     cross = np.asarray(cross, float)
-    return float(np.nanmean(np.diag(cross)) - np.nanmean(cross[~np.eye(len(cross), dtype=bool)]))
+    own, others = np.diag(cross), cross[~np.eye(len(cross), dtype=bool)]
+    if np.isnan(own).all() or np.isnan(others).all():
+        return float("nan")
+    return float(np.nanmean(own) - np.nanmean(others))
 
 
 def style_sizes(slices: SliceSet, predictions: Predictions) -> dict:

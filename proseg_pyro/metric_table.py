@@ -110,5 +110,5 @@ def column(key: str) -> Column:
 
 def signed(value: float, digits: int = 4) -> str:
     """``value`` with its sign to ``digits`` decimals; a difference that rounds to zero reads
-    ``+0.0000``, never ``-0.0000``."""
-    return f"{round(value, digits) + 0.0:+.{digits}f}"
+    ``+0.0000``, never ``-0.0000``, and NaN (nothing to compare) reads as a blank."""
+    return "" if value != value else f"{round(value, digits) + 0.0:+.{digits}f}"

@@ -146,6 +146,12 @@ def test_own_style_best_counts_strict_row_maxima_on_the_diagonal():
     assert own_style_best(np.full((3, 3), 0.7)) == 0 and style_margin(np.full((3, 3), 0.7)) == pytest.approx(0.0)
 
 
+@pytest.mark.filterwarnings("error")  # and no "mean of empty slice" on the way
+@pytest.mark.parametrize("cross", [[[0.8]], [[np.nan, np.nan], [np.nan, np.nan]]])
+def test_a_style_margin_without_a_pair_to_compare_is_nan(cross):
+    assert np.isnan(style_margin(np.array(cross)))
+
+
 def test_predictions_in_the_padding_count_for_nothing():
     """Two 4x4 slices whose image is the top-left 2x2: exact predictions inside, foreground in the padding."""
     annotations = np.zeros((2, 2, 4, 4), np.uint8)

@@ -69,6 +69,7 @@ def test_a_registered_score_reaches_evaluate_and_compare_end_to_end(predicted_sh
     assert "share" in comparison.markdown()
 
 
-@pytest.mark.parametrize("value,text", [(0.5, "+0.5000"), (-0.00012, "-0.0001"), (-1e-6, "+0.0000"), (0.0, "+0.0000")])
+@pytest.mark.parametrize("value,text", [(0.5, "+0.5000"), (-0.00012, "-0.0001"), (-1e-6, "+0.0000"), (0.0, "+0.0000"),
+                                        (float("nan"), "")])
 def test_signed_differences_never_read_minus_zero(value, text):
     assert metric_table.signed(value) == text
