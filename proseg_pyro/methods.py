@@ -45,11 +45,11 @@ def trainable() -> tuple[str, ...]:
 
 def get_method(name: str) -> Method:
     """The registered method ``name``, loading an installed plugin's on first use."""
-    if name not in METHODS and name in plugin_method_names():
+    if name in METHODS:
+        return METHODS[name]
+    if name in plugin_method_names():
         return register(_load_plugin(name))
-    if name not in METHODS:
-        raise ConfigError(f"config: unknown method {name!r}; choose from {sorted(trainable())}")
-    return METHODS[name]
+    raise ConfigError(f"config: unknown method {name!r}; choose from {sorted(trainable())}")
 
 
 def _load_plugin(name: str) -> Method:
