@@ -38,13 +38,22 @@ def budget_options(function: Callable) -> Callable:
     ], function)
 
 
+ALPHA_STAR_OPTION = click.option(
+    "--alpha-star", type=click.FloatRange(1e-3, 1e3),
+    help="Prior draws take tau* from Dir(ALPHA_STAR) instead of the checkpoint's alpha* (smaller: draws nearer "
+         "the corners of the simplex, more diverse; it enters sampling only, so pick it on validation cases with "
+         "`evaluate --split val`)  [default: the checkpoint's]")
+
+
 def style_options(function: Callable) -> Callable:
-    """``--rater`` (repeatable, as ``raters``), ``--prior``, ``--samples`` and ``--device`` of the commands that segment scans."""
+    """``--rater`` (repeatable, as ``raters``), ``--prior``, ``--alpha-star``, ``--samples`` and ``--device``
+    of the commands that segment scans."""
     return _apply([
         click.option("--rater", "raters", multiple=True,
                      help="Segment in this rater's style (repeatable)  [default: every rater the checkpoint knows]"),
         click.option("--prior", is_flag=True,
                      help="Draw diverse samples from the prior instead, and write every sample."),
+        ALPHA_STAR_OPTION,
         click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per slice."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     ], function)

@@ -10,7 +10,7 @@ from proseg_pyro.io_utils import atomic_write_text
 from proseg_pyro.limits import require_prediction_memory
 from proseg_pyro.outputs import prepare_outputs
 
-from .common import PROTOCOL, SEED, check_fits, data_options, load_source, paper_format, runs_of
+from .common import ALPHA_STAR_OPTION, PROTOCOL, SEED, check_fits, data_options, load_source, paper_format, runs_of
 from .main import cli
 
 
@@ -27,10 +27,12 @@ from .main import cli
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the results as JSON, with one row per case (per slice with --per-slice).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@ALPHA_STAR_OPTION
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file (and the fold files).")
 @PROTOCOL
-def evaluate(checkpoint, source, split, samples, convention, per_slice, json_path, device, seed, force, protocol):
+def evaluate(checkpoint, source, split, samples, convention, per_slice, json_path, device, alpha_star, seed, force,
+             protocol):
     """Sample CHECKPOINT on a split, every slice whole, and print GED, D_soft, D_max, D_match and
     per-rater Dice, means over case volumes (or slices with --per-slice). With --protocol paper on
     LIDC, CHECKPOINT is the folder of `train --protocol paper`: each fold's best.pt is scored on its
@@ -39,6 +41,7 @@ def evaluate(checkpoint, source, split, samples, convention, per_slice, json_pat
     from proseg_pyro.checkpoint import load_checkpoint
     from proseg_pyro.device import resolve_device
     from proseg_pyro.evaluate import evaluate as run_evaluation
+    from proseg_pyro.inference import use_alpha_star
 
     source_format = paper_format(source, protocol)
     if source_format is not None:
@@ -46,11 +49,14 @@ def evaluate(checkpoint, source, split, samples, convention, per_slice, json_pat
             raise click.UsageError("--protocol paper scores each case volume of the test split; drop --per-slice "
                                    "and --split")
         if source_format == "lidc":
-            _evaluate_folds(checkpoint, source, samples, convention, json_path, resolve_device(device), seed, force)
+            _evaluate_folds(checkpoint, source, samples, convention, json_path, resolve_device(device), seed, force,
+                            alpha_star)
             return
     prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
+    if alpha_star is not None:
+        use_alpha_star(model, guide, alpha_star, str(checkpoint))
     _check_samples(samples, config)
     slices = load_source(source, config, None if source_format else split, whole=True)
     if source_format is not None:
@@ -76,7 +82,8 @@ def _check_memory(samples: int, slices, config) -> None:
                               slices.images.shape[-2] * slices.images.shape[-1], "--samples")
 
 
-def _evaluate_folds(folder: Path, source, samples, convention, json_path, device, seed, force) -> None:
+def _evaluate_folds(folder: Path, source, samples, convention, json_path, device, seed, force,
+                    alpha_star: float | None) -> None:
     """Score each fold's checkpoint on its test fold; write each fold's JSON and the summary over folds."""
     from proseg_pyro.checkpoint import config_of, read_checkpoint
     from proseg_pyro.protocol import evaluate_folds, run_checkpoints, run_names, summarise_folds
@@ -91,7 +98,7 @@ def _evaluate_folds(folder: Path, source, samples, convention, json_path, device
     _check_memory(samples, slices, config)
     runs = runs_of(slices, source, "lidc")
     check = lambda test, trained, checkpoint: check_fits(test, trained, source, checkpoint)  # noqa: E731
-    results = evaluate_folds(runs, checkpoints, samples, convention, device, seed, check)
+    results = evaluate_folds(runs, checkpoints, samples, convention, device, seed, check, alpha_star)
     for (name, result), fold_json in zip(results.items(), fold_jsons):
         click.echo(f"{name}:\n{result.markdown()}")
         result.to_json(fold_json)

@@ -9,12 +9,24 @@ from .common import SEED, style_options
 from .main import cli
 
 
-def request_for(config, checkpoint: Path, raters: tuple[str, ...], prior: bool, samples: int, seed: int):
-    """The :class:`~proseg_pyro.predict.Request` of the command-line options."""
+def load_request(checkpoint: Path, raters: tuple[str, ...], prior: bool, alpha_star: float | None,
+                 samples: int, seed: int, device: str):
+    """The model, guide, :class:`~proseg_pyro.predict.Request` and device of the style options."""
+    from proseg_pyro.checkpoint import load_checkpoint
+    from proseg_pyro.device import resolve_device
+    from proseg_pyro.inference import use_alpha_star
     from proseg_pyro.predict import Request
 
+    if prior and raters:
+        raise click.UsageError("give either --rater or --prior, not both")
+    if alpha_star is not None and not prior:
+        raise click.UsageError("--alpha-star sets the prior draws: add --prior")
+    device = resolve_device(device)
+    model, guide, config = load_checkpoint(checkpoint, device)
+    if alpha_star is not None:
+        use_alpha_star(model, guide, alpha_star, str(checkpoint))
     slots = None if prior else [config.slot_of(name) for name in dict.fromkeys(raters or config.slot_names())]
-    return Request(slots, samples, seed, str(checkpoint))
+    return model, guide, Request(slots, samples, seed, str(checkpoint)), device
 
 
 def echo_volumes(styles: dict) -> None:
@@ -37,20 +49,14 @@ def echo_volumes(styles: dict) -> None:
 @style_options
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, set before each case.")
 @click.option("--force", is_flag=True, help="Redo cases that already have a result (default: skip them).")
-def predict(checkpoint, in_dir, out_dir, raters, prior, samples, device, seed, force):
+def predict(checkpoint, in_dir, out_dir, raters, prior, alpha_star, samples, device, seed, force):
     """Segment every scan in INPUT with CHECKPOINT: OUTPUT/CASE/ holds each style's mask,
     probability and entropy (and with --prior every sample) on the scan's exact grid and
     summary.json; OUTPUT/summary.csv has every case's volumes (mL) and their spread over samples.
     Cases already done are skipped, so an interrupted run continues where it stopped."""
-    from proseg_pyro.checkpoint import load_checkpoint
-    from proseg_pyro.device import resolve_device
     from proseg_pyro.predict import predict_folder
 
-    if prior and raters:
-        raise click.UsageError("give either --rater or --prior, not both")
-    device = resolve_device(device)
-    model, guide, config = load_checkpoint(checkpoint, device)
-    request = request_for(config, checkpoint, raters, prior, samples, seed)
+    model, guide, request, device = load_request(checkpoint, raters, prior, alpha_star, samples, seed, device)
     result = predict_folder(model, guide, in_dir, out_dir, request, device, force,
                             warn=lambda line: click.echo(f"Warning: {line}", err=True))
     click.echo(f"{len(result.summaries)} case(s): {len(result.segmented)} segmented, "

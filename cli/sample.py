@@ -20,23 +20,17 @@ from .main import cli
 @style_options
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the sampling.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-def sample(checkpoint, images, out_dir, raters, prior, samples, device, seed, force):
+def sample(checkpoint, images, out_dir, raters, prior, alpha_star, samples, device, seed, force):
     """Segment a scan slice by slice with CHECKPOINT, every pixel of it: per rater (or for the prior)
     the most likely mask, the mean probability and the entropy, on the input's exact grid, plus
     summary.json with the predicted volumes (mL) and their spread across samples. Slices are
     resampled to the training spacing the checkpoint records (none: the scan's own) and back."""
-    from proseg_pyro.checkpoint import load_checkpoint
-    from proseg_pyro.device import resolve_device
     from proseg_pyro.predict import SUMMARY, segment_to_folder
 
-    from .predict import echo_volumes, request_for
+    from .predict import echo_volumes, load_request
 
-    if prior and raters:
-        raise click.UsageError("give either --rater or --prior, not both")
-    device = resolve_device(device)
-    model, guide, config = load_checkpoint(checkpoint, device)
-    request = request_for(config, checkpoint, raters, prior, samples, seed)
-    prepare_outputs([out_dir / SUMMARY, *request.outputs(config, out_dir)], force)
+    model, guide, request, device = load_request(checkpoint, raters, prior, alpha_star, samples, seed, device)
+    prepare_outputs([out_dir / SUMMARY, *request.outputs(model.config, out_dir)], force)
     summary = segment_to_folder(model, guide, list(images), out_dir, request, device, progress=True,
                                 warn=lambda note: click.echo(f"Warning: {images[0]}: {note}", err=True))
     size = summary["geometry"]["size"]

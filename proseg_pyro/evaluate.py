@@ -220,9 +220,10 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
     (default) or per slice (``per="slice"``)."""
     predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed, progress)
     rows, cross, units = score_table(slices, predictions, convention, per)  # zeroes the padding of ``predictions``
+    prior = {"alpha_star": model.config.alpha_star} if hasattr(model, "tau_prior") else {}
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
-                       "per": per}, units, style_sizes(slices, predictions))
+                       "per": per, **prior}, units, style_sizes(slices, predictions))
 
 
 def own_style_best(cross: np.ndarray) -> int:

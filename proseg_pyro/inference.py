@@ -12,6 +12,7 @@ import torch
 from pyro.nn import PyroModule
 
 from .chunks import chunk_sizes
+from .errors import ProSegError
 from .guide import ProSegGuide
 from .model import ProSegModel
 from .normal import standard_normal_
@@ -108,6 +109,18 @@ def sampling_tau(model: PyroModule, guide: PyroModule, alpha: float | None, like
     raters = torch.arange(config.num_raters, device=like.device)
     return TAU_FAMILIES[config.tau_prior].sampling_prior(config, alpha, like, model.tau_prior,
                                                          lambda: guide.tau_dist(raters))
+
+
+def use_alpha_star(model: PyroModule, guide: PyroModule, alpha: float, source: str) -> None:
+    """Make prior draws of a trained ``model``/``guide`` pair take tau* ~ Dir(``alpha``) instead of the
+    config's ``alpha_star`` (which enters sampling only, so no retraining is needed). Refused with a
+    :class:`~proseg_pyro.errors.ProSegError` naming ``source`` (the checkpoint) where the method has
+    no tau or its tau family does not sample from Dir(alpha*)."""
+    config = model.config
+    if not hasattr(model, "tau_prior") or not TAU_FAMILIES[config.tau_prior].alpha_star_applies:
+        raise ProSegError(f"{source}: --alpha-star applies to models whose prior draws take tau* from "
+                          f"Dir(alpha*); method {config.method!r} with tau family {config.tau_prior!r} has none")
+    model.config = guide.config = config.replace(alpha_star=alpha)
 
 
 @torch.no_grad()

@@ -67,9 +67,11 @@ class Request:
                 for path in style_files(out_dir, stem, None if self.slots is not None else 1).values()]
 
     def settings(self, config: ProSegConfig) -> dict:
-        """What makes two results comparable (a finished case is reused only under the same)."""
+        """What makes two results comparable (a finished case is reused only under the same); prior
+        draws also depend on the concentration ``alpha_star`` they take tau* from."""
+        prior = {"alpha_star": config.alpha_star} if self.slots is None else {}
         return {"checkpoint": self.checkpoint, "samples": self.samples, "seed": self.seed,
-                "styles": self.stems(config)}
+                "styles": self.stems(config), **prior}
 
 
 def segment_to_folder(model: ProSegModel, guide: ProSegGuide, images: list[Path], out_dir: Path, request: Request,

@@ -128,15 +128,19 @@ def run_checkpoints(checkpoint: Path, source_format: str) -> list[Path]:
 
 
 def evaluate_folds(runs: list[tuple[str, SliceSet]], checkpoints: list[Path], num_samples: int, convention: str,
-                   device, seed: int, check: Callable[[SliceSet, ProSegConfig, Path], None]) -> dict[str, Evaluation]:
+                   device, seed: int, check: Callable[[SliceSet, ProSegConfig, Path], None],
+                   alpha_star: float | None = None) -> dict[str, Evaluation]:
     """Each run's checkpoint scored on its test split, per case (``check(test, config, checkpoint)``
-    refuses data the checkpoint was not trained for)."""
+    refuses data the checkpoint was not trained for); prior draws from Dir(``alpha_star``) where given."""
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
+    from .inference import use_alpha_star
 
     results = {}
     for (name, slices), checkpoint in zip(runs, checkpoints):
         model, guide, config = load_checkpoint(checkpoint, device, method=None)
+        if alpha_star is not None:
+            use_alpha_star(model, guide, alpha_star, str(checkpoint))
         test = slices.split("test")
         check(test, config, checkpoint)
         results[name] = evaluate(model, guide, test, num_samples, convention, device, seed, per="case", progress=True)

@@ -38,13 +38,15 @@ class TauFamily:
     slot. ``posterior(rows, config)``: q(tau | r) from those rows. ``sampling_prior(config, alpha,
     like, model_prior, raters_posterior)``: the distribution of tau* for prior (diverse) samples,
     given a caller's ``alpha`` (or None), the model's prior and the training raters' posteriors
-    (both called only if needed).
+    (both called only if needed). ``alpha_star_applies``: whether ``sampling_prior`` draws from
+    Dir(alpha*) (so a caller's ``alpha`` changes the draws; otherwise it is refused, not ignored).
     """
 
     prior: Prior
     initial_parameters: InitialParameters
     posterior: Posterior
     sampling_prior: SamplingPrior
+    alpha_star_applies: bool = False
 
 
 def initial_concentration(config: ProSegConfig, slots: int) -> torch.Tensor:
@@ -94,7 +96,7 @@ TAU_FAMILIES: dict[str, TauFamily] = {
             "tau_concentration_raw": inverse_softplus(initial_concentration(config, slots))},
         posterior=lambda rows, config: dist.Dirichlet(
             F.softplus(rows["tau_concentration_raw"]) + config.concentration_floor),
-        sampling_prior=_dirichlet_sampling_prior),
+        sampling_prior=_dirichlet_sampling_prior, alpha_star_applies=True),
     # Gaussian on the first T-1 logits, mapped to the simplex by the additive logistic transform;
     # q(tau | r = i) of the same family with a learned loc and scale; prior samples from the prior
     "logistic_normal": TauFamily(

@@ -87,9 +87,10 @@ def test_evaluate_refuses_to_overwrite_without_force(checkpoint, tmp_path):
     argv = ["evaluate", str(checkpoint), "--samples", "4", "--device", "cpu", "--json", str(table)]
     refused = CliRunner().invoke(cli, argv, catch_exceptions=False)
     assert refused.exit_code == 2 and "--force" in refused.stderr and table.read_text() == "precious"
-    forced = CliRunner().invoke(cli, [*argv, "--force"], catch_exceptions=False)
+    forced = CliRunner().invoke(cli, [*argv, "--force", "--alpha-star", "0.5"], catch_exceptions=False)
     assert forced.exit_code == 0, forced.output
-    assert set(json.loads(table.read_text())["rows"]) == {"personalised", "prior"}
+    written = json.loads(table.read_text())
+    assert set(written["rows"]) == {"personalised", "prior"} and written["settings"]["alpha_star"] == 0.5
 
 
 # --- a run killed with SIGKILL resumes to the unbroken result ---------------------------------------

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from proseg_pyro import inference
+from proseg_pyro.errors import ProSegError
 from proseg_pyro.guide import ProSegGuide
 from proseg_pyro.model import ProSegModel
 
@@ -73,3 +74,22 @@ def test_latent_draws_follow_each_maps_own_normal():
     torch.testing.assert_close(z.std((0, 2, 3, 4)), torch.tensor([2.0, 0.1]), atol=0.03, rtol=0)
     shared = inference._chosen_latent_(loc[:, :1], scale[:, :1], rater, buffer)
     torch.testing.assert_close(shared.mean((0, 2, 3, 4)), torch.tensor([0.0, 3.0]), atol=0.03, rtol=0)
+
+
+def test_alpha_star_changes_the_prior_draws_of_a_trained_pair(pair):
+    model, guide = pair
+    inference.use_alpha_star(model, guide, 0.01, "run/best.pt")
+    assert model.config.alpha_star == guide.config.alpha_star == 0.01
+    tau = inference.sampling_tau(model, guide, None, torch.zeros(())).sample((2000,))
+    assert (tau.max(-1).values > 0.9).float().mean() > 0.5  # Dir(0.01) draws sit near the corners
+
+
+@pytest.mark.parametrize("overrides", [{"tau_prior": "logistic_normal"}, {"method": "proseg_no_tau"}])
+def test_alpha_star_is_refused_where_no_draw_takes_it(overrides):
+    from proseg_pyro.methods import get_method
+
+    config = tiny_config(**overrides)
+    model, guide = get_method(config.method).build(config)
+    with pytest.raises(ProSegError, match=r"run/best.pt: --alpha-star applies to models whose prior draws"):
+        inference.use_alpha_star(model, guide, 0.01, "run/best.pt")
+    assert model.config.alpha_star == config.alpha_star

@@ -132,8 +132,10 @@ def test_four_lidc_folds_train_evaluate_and_average(tmp_path, tiny_json):
     assert [line.split(":")[0] for line in output.splitlines() if "best step" in line] == \
         [f"fold-{k}" for k in range(4)]
     assert all((run / f"fold-{k}" / "best.pt").is_file() for k in range(4))
-    _invoke("evaluate", run, *data, "--samples", "4", "--convention", "dpersona", "--device", "cpu")
+    _invoke("evaluate", run, *data, "--samples", "4", "--convention", "dpersona", "--device", "cpu",
+            "--alpha-star", "0.02")
     folds = [json.loads((run / f"fold-{k}" / "test.json").read_text()) for k in range(4)]
+    assert [fold["settings"]["alpha_star"] for fold in folds] == [0.02] * 4  # every fold's prior draws took it
     # each fold tests its own patients' images (each image a case), every image exactly once
     cases = [case["id"] for fold in folds for case in fold["cases"]]
     assert sorted(cases) == sorted(f"p{p}_{i}" for p in range(4) for i in range(2))

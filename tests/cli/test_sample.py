@@ -69,7 +69,23 @@ def test_prior_writes_every_sample_mask(holdout, scan, tmp_path):
     assert "prior" in json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("problem", ["unknown rater", "two channels", "missing", "nan", "rater and prior"])
+def test_alpha_star_sets_the_prior_draws_and_the_summary_records_it(holdout, scan, tmp_path):
+    """tau* from Dir(0.001) sits at the simplex's corners (different styles), from Dir(1000) at its
+    centre (one style): the prior samples' volumes spread more with the smaller concentration."""
+    spread = {}
+    for alpha in ("0.001", "1000"):
+        out = tmp_path / f"alpha-{alpha}"
+        result = run("sample", holdout.checkpoint, "--image", scan, "--out", out, "--prior", "--alpha-star", alpha,
+                     "--samples", "12")
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["alpha_star"] == float(alpha)
+        spread[alpha] = summary["prior"]["prior"]["sample_volume_ml"]["std"]
+    assert spread["0.001"] > 2 * spread["1000"]
+
+
+@pytest.mark.parametrize("problem", ["unknown rater", "two channels", "missing", "nan", "rater and prior",
+                                     "alpha without prior"])
 def test_bad_input_is_one_line_and_exit_code_2(holdout, scan, tmp_path, problem):
     nan = tmp_path / "nan.mha"
     volume = np.zeros((2, 8, 8), np.float32)
@@ -79,12 +95,14 @@ def test_bad_input_is_one_line_and_exit_code_2(holdout, scan, tmp_path, problem)
             "two channels": ["--image", scan, "--image", scan],
             "missing": ["--image", tmp_path / "missing.nii.gz"],
             "nan": ["--image", nan],
-            "rater and prior": ["--image", scan, "--rater", "core", "--prior"]}[problem]
+            "rater and prior": ["--image", scan, "--rater", "core", "--prior"],
+            "alpha without prior": ["--image", scan, "--alpha-star", "0.1"]}[problem]
     result = run("sample", holdout.checkpoint, *args, "--out", tmp_path / "out", "--samples", "2")
     assert result.exit_code == 2, result.output
     message = {"unknown rater": "unknown rater 'nobody'; this checkpoint knows tight, ragged, core",
                "two channels": "the scan has 2 channel(s) but the checkpoint expects 1",
                "missing": "missing.nii.gz: file not found", "nan": "nan.mha: image contains NaN",
-               "rater and prior": "either --rater or --prior"}[problem]
+               "rater and prior": "either --rater or --prior",
+               "alpha without prior": "--alpha-star sets the prior draws: add --prior"}[problem]
     assert message in result.output
     assert not (tmp_path / "out" / "summary.json").exists()
