@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from . import metric_table, metrics
 from .data.slices import SliceSet
 from .data.synthetic import SyntheticTruth
+from .inference import takes_alpha_star
 from .io_utils import atomic_write_text
 from .methods import get_method
 
@@ -220,7 +221,7 @@ def evaluate(model: PyroModule, guide: PyroModule, slices: SliceSet, num_samples
     (default) or per slice (``per="slice"``)."""
     predictions = predict(model, guide, slices.images, num_samples, batch_size, device, seed, progress)
     rows, cross, units = score_table(slices, predictions, convention, per)  # zeroes the padding of ``predictions``
-    prior = {"alpha_star": model.config.alpha_star} if hasattr(model, "tau_prior") else {}
+    prior = {"alpha_star": model.config.alpha_star} if takes_alpha_star(model) else {}
     return Evaluation(list(slices.raters), rows, cross,
                       {"samples": num_samples, "convention": convention, "images": len(slices), "seed": seed,
                        "per": per, **prior}, units, style_sizes(slices, predictions))

@@ -111,13 +111,18 @@ def sampling_tau(model: PyroModule, guide: PyroModule, alpha: float | None, like
                                                          lambda: guide.tau_dist(raters))
 
 
+def takes_alpha_star(model: PyroModule) -> bool:
+    """Whether ``model``'s prior draws take tau* from Dir(alpha*): it has a tau whose family samples so."""
+    return hasattr(model, "tau_prior") and TAU_FAMILIES[model.config.tau_prior].alpha_star_applies
+
+
 def use_alpha_star(model: PyroModule, guide: PyroModule, alpha: float, source: str) -> None:
     """Make prior draws of a trained ``model``/``guide`` pair take tau* ~ Dir(``alpha``) instead of the
     config's ``alpha_star`` (which enters sampling only, so no retraining is needed). Refused with a
     :class:`~proseg_pyro.errors.ProSegError` naming ``source`` (the checkpoint) where the method has
     no tau or its tau family does not sample from Dir(alpha*)."""
     config = model.config
-    if not hasattr(model, "tau_prior") or not TAU_FAMILIES[config.tau_prior].alpha_star_applies:
+    if not takes_alpha_star(model):
         raise ProSegError(f"{source}: --alpha-star applies to models whose prior draws take tau* from "
                           f"Dir(alpha*); method {config.method!r} with tau family {config.tau_prior!r} has none")
     model.config = guide.config = config.replace(alpha_star=alpha)
