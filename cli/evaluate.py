@@ -55,8 +55,7 @@ def evaluate(checkpoint, source, split, samples, convention, per_slice, json_pat
     prepare_outputs([json_path], force)
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device, method=None)
-    if alpha_star is not None:
-        use_alpha_star(model, guide, alpha_star, str(checkpoint))
+    use_alpha_star(model, guide, alpha_star, str(checkpoint))
     _check_samples(samples, config)
     slices = load_source(source, config, None if source_format else split, whole=True)
     if source_format is not None:

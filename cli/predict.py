@@ -23,8 +23,7 @@ def load_request(checkpoint: Path, raters: tuple[str, ...], prior: bool, alpha_s
         raise click.UsageError("--alpha-star sets the prior draws: add --prior")
     device = resolve_device(device)
     model, guide, config = load_checkpoint(checkpoint, device)
-    if alpha_star is not None:
-        use_alpha_star(model, guide, alpha_star, str(checkpoint))
+    use_alpha_star(model, guide, alpha_star, str(checkpoint))
     slots = None if prior else [config.slot_of(name) for name in dict.fromkeys(raters or config.slot_names())]
     return model, guide, Request(slots, samples, seed, str(checkpoint)), device
 

@@ -116,11 +116,13 @@ def takes_alpha_star(model: PyroModule) -> bool:
     return hasattr(model, "tau_prior") and TAU_FAMILIES[model.config.tau_prior].alpha_star_applies
 
 
-def use_alpha_star(model: PyroModule, guide: PyroModule, alpha: float, source: str) -> None:
+def use_alpha_star(model: PyroModule, guide: PyroModule, alpha: float | None, source: str) -> None:
     """Make prior draws of a trained ``model``/``guide`` pair take tau* ~ Dir(``alpha``) instead of the
-    config's ``alpha_star`` (which enters sampling only, so no retraining is needed). Refused with a
-    :class:`~proseg_pyro.errors.ProSegError` naming ``source`` (the checkpoint) where the method has
-    no tau or its tau family does not sample from Dir(alpha*)."""
+    config's ``alpha_star`` (which enters sampling only, so no retraining is needed); None keeps the
+    config's. Refused with a :class:`~proseg_pyro.errors.ProSegError` naming ``source`` (the
+    checkpoint) where the method has no tau or its tau family does not sample from Dir(alpha*)."""
+    if alpha is None:
+        return
     config = model.config
     if not takes_alpha_star(model):
         raise ProSegError(f"{source}: --alpha-star applies to models whose prior draws take tau* from "

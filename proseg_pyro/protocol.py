@@ -139,8 +139,7 @@ def evaluate_folds(runs: list[tuple[str, SliceSet]], checkpoints: list[Path], nu
     results = {}
     for (name, slices), checkpoint in zip(runs, checkpoints):
         model, guide, config = load_checkpoint(checkpoint, device, method=None)
-        if alpha_star is not None:
-            use_alpha_star(model, guide, alpha_star, str(checkpoint))
+        use_alpha_star(model, guide, alpha_star, str(checkpoint))
         test = slices.split("test")
         check(test, config, checkpoint)
         results[name] = evaluate(model, guide, test, num_samples, convention, device, seed, per="case", progress=True)
