@@ -10,8 +10,6 @@ from proseg_pyro.outputs import folder_lock, prepare_outputs, prepare_run
 from .common import SEED
 from .main import cli
 
-QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-brain-growth" / "brain_growth_alpha.zip"
-
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
@@ -25,36 +23,49 @@ QUBIQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "qubiq-
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1), help="Samples per test image.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the set, training and sampling.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--real", type=click.Path(exists=True, path_type=Path), default=None,
+              help="A real multi-rater set (any --data format) whose experts' distance matrix is printed beside "
+                   "the built-in set's, read before anything is written.")
 @click.option("--force", is_flag=True, help="Replace an earlier demo's outputs in OUT.")
-def demo(out, images, image_size, steps, samples, seed, device, force):
+def demo(out, images, image_size, steps, samples, seed, device, real, force):
     """Write and reload the built-in set, train ProSeg, and print the paper's table beside the oracle."""
+    from proseg_pyro.data.synthetic import DEFAULT_STYLES
     from proseg_pyro.device import resolve_device
 
+    if samples < len(DEFAULT_STYLES):  # Dice match pairs every rater's annotation with its own sample
+        raise click.BadParameter(f"needs at least one sample per rater of the built-in set ({len(DEFAULT_STYLES)}), "
+                                 f"got {samples}", param_hint="--samples")
     device = resolve_device(device)
+    real_set = _read_real_set(real) if real is not None else None
     prepare_outputs([out / "data" / "manifest.json", out / "evaluation.json"], force)
     with folder_lock(out / "model"):
         prepare_run(out / "model", force, resume=False)
-        _demo(out, images, image_size, steps, samples, seed, device)
+        _demo(out, images, image_size, steps, samples, seed, device, real_set)
 
 
-def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device) -> None:
-    """The demo's steps, once its outputs are settled."""
+def _read_real_set(path: Path):
+    """``path`` as 128x128 slices with the raters in their stored order (bad input raises DataError)."""
+    from proseg_pyro.config import ProSegConfig
+    from proseg_pyro.data import load_dataset
+
+    return load_dataset(path, rank_raters="keep", config=ProSegConfig(image_size=128))
+
+
+def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device, real_set) -> None:
+    """The demo's steps, once its outputs are settled (``real_set``: a SliceSet or None)."""
     import numpy as np
 
     from proseg_pyro import metrics
     from proseg_pyro.config import ProSegConfig
-    from proseg_pyro.data import load_dataset
     from proseg_pyro.demo import format_matrix, train_and_score, write_builtin_set
 
     slices, truth, manifest = write_builtin_set(images, image_size, seed, out / "data")
     click.echo(f"built-in set: {len(slices)} slices of {image_size}x{image_size}, raters {slices.raters}, "
                f"written to {manifest} and read back identically")
-    click.echo("\nexpert distance matrix (1 - IoU, mean over images):")
-    click.echo(format_matrix(metrics.expert_distance_matrix(slices.annotations, slices.mask), slices.raters))
-    if QUBIQ.exists():
-        qubiq = load_dataset(QUBIQ, rank_raters="keep", config=ProSegConfig(image_size=128))
-        click.echo(f"\nQUBIQ brain growth ({len(qubiq)} slices, {len(qubiq.raters)} real raters), expert distances:")
-        click.echo(format_matrix(metrics.expert_distance_matrix(qubiq.annotations, qubiq.mask), qubiq.raters))
+    for name, shown in [("built-in set", slices)] + ([(real_set.name or "real set", real_set)] if real_set is not None else []):
+        click.echo(f"\n{name} ({len(shown)} slices, {len(shown.raters)} raters): expert distance matrix "
+                   "(1 - IoU, mean over images)")
+        click.echo(format_matrix(metrics.expert_distance_matrix(shown.annotations, shown.mask), shown.raters))
 
     click.echo(f"\ntraining ProSeg for up to {steps} steps on {device} ...")
     config = ProSegConfig(image_size=image_size, steps=steps, seed=seed).fitted_to(slices)
