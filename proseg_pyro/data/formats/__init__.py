@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from ...errors import DataError
-from ..slices import SliceSet
 from . import lidc, manifest, nnunet, npc
 from .format import Format, ReadOptions, no_spacing, the_path
 
