@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -9,6 +10,9 @@ from proseg_pyro.outputs import folder_lock, prepare_outputs, prepare_run
 
 from .common import SEED
 from .main import cli
+
+if TYPE_CHECKING:
+    from proseg_pyro.data.slices import SliceSet
 
 
 @cli.command()
@@ -43,7 +47,7 @@ def demo(out, images, image_size, steps, samples, seed, device, real, force):
         _demo(out, images, image_size, steps, samples, seed, device, real_set)
 
 
-def _read_real_set(path: Path):
+def _read_real_set(path: Path) -> SliceSet:
     """``path`` as 128x128 slices with the raters in their stored order (bad input raises DataError)."""
     from proseg_pyro.config import ProSegConfig
     from proseg_pyro.data import load_dataset
@@ -51,8 +55,9 @@ def _read_real_set(path: Path):
     return load_dataset(path, rank_raters="keep", config=ProSegConfig(image_size=128))
 
 
-def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device, real_set) -> None:
-    """The demo's steps, once its outputs are settled (``real_set``: a SliceSet or None)."""
+def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device,
+          real_set: SliceSet | None) -> None:
+    """The demo's steps, once its outputs are settled."""
     import numpy as np
 
     from proseg_pyro import metrics
@@ -62,7 +67,8 @@ def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, see
     slices, truth, manifest = write_builtin_set(images, image_size, seed, out / "data")
     click.echo(f"built-in set: {len(slices)} slices of {image_size}x{image_size}, raters {slices.raters}, "
                f"written to {manifest} and read back identically")
-    for name, shown in [("built-in set", slices)] + ([(real_set.name or "real set", real_set)] if real_set is not None else []):
+    shown_sets = [("built-in set", slices)] + ([(real_set.name or "real set", real_set)] if real_set is not None else [])
+    for name, shown in shown_sets:
         click.echo(f"\n{name} ({len(shown)} slices, {len(shown.raters)} raters): expert distance matrix "
                    "(1 - IoU, mean over images)")
         click.echo(format_matrix(metrics.expert_distance_matrix(shown.annotations, shown.mask), shown.raters))
