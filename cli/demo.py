@@ -48,11 +48,11 @@ def demo(out, images, image_size, steps, samples, seed, device, real, force):
 
 
 def _read_real_set(path: Path) -> SliceSet:
-    """``path`` as 128x128 slices with the raters in their stored order (bad input raises DataError)."""
-    from proseg_pyro.config import ProSegConfig
+    """``path``'s slices, each with its whole field of view (nothing cropped away), raters in their stored
+    order (bad input raises DataError)."""
     from proseg_pyro.data import load_dataset
 
-    return load_dataset(path, rank_raters="keep", config=ProSegConfig(image_size=128))
+    return load_dataset(path, rank_raters="keep", whole=True)
 
 
 def _demo(out: Path, images: int, image_size: int, steps: int, samples: int, seed: int, device,
