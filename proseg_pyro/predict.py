@@ -25,6 +25,7 @@ from .data.export import safe_name
 from .data.formats.nnunet import IMAGE_ENDINGS, channel_cases
 from .errors import ProSegError
 from .guide import ProSegGuide
+from .inference import takes_alpha_star
 from .io_utils import atomic_write_text
 from .limits import require_sampling_memory
 from .model import ProSegModel
@@ -66,10 +67,12 @@ class Request:
         return [path for stem in self.stems(config)
                 for path in style_files(out_dir, stem, None if self.slots is not None else 1).values()]
 
-    def settings(self, config: ProSegConfig) -> dict:
-        """What makes two results comparable (a finished case is reused only under the same); prior
-        draws also depend on the concentration ``alpha_star`` they take tau* from."""
-        prior = {"alpha_star": config.alpha_star} if self.slots is None else {}
+    def settings(self, model: ProSegModel) -> dict:
+        """What makes two results of ``model`` comparable (a finished case is reused only under the
+        same); prior draws also depend on the concentration ``alpha_star`` they take tau* from, where
+        the model's draws take one."""
+        config = model.config
+        prior = {"alpha_star": config.alpha_star} if self.slots is None and takes_alpha_star(model) else {}
         return {"checkpoint": self.checkpoint, "samples": self.samples, "seed": self.seed,
                 "styles": self.stems(config), **prior}
 
@@ -94,7 +97,7 @@ def segment_to_folder(model: ProSegModel, guide: ProSegGuide, images: list[Path]
     styles = {maps.name: write_style(maps, scan, files)
               for maps, files in zip(results, request.files(config, out_dir))}
     geometry = scan.geometry
-    summary = {**request.settings(config), "image": [str(path) for path in scan.paths],
+    summary = {**request.settings(model), "image": [str(path) for path in scan.paths],
                "geometry": {"size": geometry.size, "spacing": geometry.spacing, "origin": geometry.origin,
                             "direction": geometry.direction},
                "model_spacing": list(prepared.model.spacing[:2]), "voxel_ml": scan.voxel_ml,
@@ -168,7 +171,7 @@ def _predict_cases(model: ProSegModel, guide: ProSegGuide, cases: dict[str, list
                    request: Request, device: torch.device | str, force: bool, warn: Callable[[str], None] | None,
                    on_case: Callable[[str], None] | None) -> FolderResult:
     """:func:`predict_folder`'s work on the listed ``cases``, holding the folder's lock."""
-    settings = request.settings(model.config)
+    settings = request.settings(model)
     summaries, segmented, skipped = {}, [], []
     for case, images in tqdm(cases.items(), desc="predict", unit="case", disable=None):
         case_dir = out_dir / safe_name(case)

@@ -19,6 +19,7 @@ from proseg_pyro.data.images import Geometry, read_image
 from proseg_pyro.outputs import LOCK_NAME, folder_lock
 from proseg_pyro.predict import Request, predict_folder
 
+from ..conftest import tiny_config
 from ..holdout import holdout_fixture, write_scan  # noqa: F401  (fixture)
 
 CASES = 20
@@ -150,3 +151,13 @@ def test_checkpoint_without_spacing_says_it_uses_the_scans_own(holdout, scans, t
                  "--samples", "2")
     assert result.exit_code == 0, result.output
     assert "records no training spacing: the scan is used at its own spacing (0.7, 0.85) mm" in result.output
+
+
+@pytest.mark.parametrize("tau_prior, named", [("dirichlet", True), ("logistic_normal", False)])
+def test_prior_settings_name_alpha_star_only_where_the_draws_take_it(tau_prior, named):
+    from proseg_pyro.model import ProSegModel
+
+    model = ProSegModel(tiny_config(tau_prior=tau_prior, alpha_star=0.2))
+    prior, rater = Request(None, 2, 0, "m.pt").settings(model), Request([0], 2, 0, "m.pt").settings(model)
+    assert ("alpha_star" in prior) is named and prior.get("alpha_star", 0.2) == 0.2
+    assert "alpha_star" not in rater
