@@ -34,8 +34,8 @@ from .main import cli
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, offset_scale, device, seed, force):
     """Add rater NAME to CHECKPOINT from its annotations in the data: only the rater's q(tau | r) and
-    style offset are fitted (all networks frozen); afterwards `sample --rater NAME` segments in the
-    new style."""
+    style offset are fitted (all networks frozen; with per-rater z heads NAME starts from the head of
+    the closest training style); afterwards `sample --rater NAME` segments in the new style."""
     import torch
 
     from proseg_pyro.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -61,10 +61,13 @@ def enrol(checkpoint, source, name, out, split, images, steps, lr, particles, of
     x, y, _ = to_device(chosen.images, chosen.annotations[:, slot], chosen.mask, device)
     click.echo(f"enrolling {name!r} from {len(chosen)} image(s) of the {split!r} split ({steps} steps on {device})")
     result = run_enrolment(model, guide, x, y, name, steps, lr, particles, seed, offset_scale, progress=True)
+    if result.template is not None:
+        click.echo(f"started from the z head and tau of {config.slot_names()[result.template]!r}, the closest style")
     content = read_checkpoint(checkpoint, device)
     metrics = content.get("metrics") if isinstance(content.get("metrics"), dict) else {}
     enrolled = {**metrics.get("enrolled", {}), name: {
-        "images": len(chosen), "steps": steps, "offset_scale": offset_scale, "final_loss": result.losses[-1]}}
+        "images": len(chosen), "steps": steps, "offset_scale": offset_scale, "final_loss": result.losses[-1],
+        "started_from": None if result.template is None else config.slot_names()[result.template]}}
     save_checkpoint(out, method=content["method"], config=result.config.to_dict(), model=result.model.state_dict(),
                     guide=result.guide.state_dict(), step=content.get("step"),
                     metrics={**metrics, "enrolled": enrolled})

@@ -176,9 +176,6 @@ class ProSegConfig:
             raise ConfigError(f"config: enrolled_raters must be a list of names, got {enrolled!r}")
         if len(set(enrolled)) != len(enrolled) or set(enrolled) & set(self.rater_names):
             raise ConfigError(f"config: enrolled_raters {enrolled} repeat a name (raters: {self.rater_names})")
-        if enrolled and self.z_head != "shared":
-            raise ConfigError("config: enrolled raters need z_head 'shared' (with per-rater z heads a rater's "
-                              "style lives in its head, which a new rater does not have)")
 
     # --- raters and the data a run is fitted to ------------------------------------------------
     def slot_names(self) -> list[str]:

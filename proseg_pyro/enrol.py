@@ -2,7 +2,10 @@
 
 The new rater (``config.enrolled_raters``) gets one more row of the guide's tau embedding,
 initialised at the mean of the training raters' rows, and a style offset ``delta`` (hidden,) in the
-model, a point estimate under the prior ``Normal(0, offset_scale^2 I)``. SVI fits these two alone
+model, a point estimate under the prior ``Normal(0, offset_scale^2 I)``. With per-rater ``z`` heads
+(whose styles lie partly in the heads) it starts instead as a copy of the training rater whose
+style fits its annotations best, head and tau row, and that head stays frozen as the other
+networks. SVI fits tau and delta alone
 to the annotation part of the ELBO (the image term does not depend on them, and the rater
 classifier has no class for the new rater)::
 
@@ -35,10 +38,12 @@ from .guide import ProSegGuide
 from .model import ProSegModel
 
 
-def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> tuple[ProSegModel, ProSegGuide, list[str]]:
+def add_rater(model: ProSegModel, guide: ProSegGuide, name: str,
+              template: int | None = None) -> tuple[ProSegModel, ProSegGuide, list[str]]:
     """Copies of ``model`` and ``guide`` with a slot for rater ``name`` (their config lists it): its
-    tau row at the mean of the training raters' rows, its style offset 0. Also returns the names of
-    the guide's per-rater parameters, whose last row is the new rater's."""
+    tau row (and, with per-rater heads, its ``z`` head) a copy of training rater ``template``'s, or
+    the mean of the training raters' where None; its style offset 0. Also returns the names of the
+    guide's tau parameters, whose last row is the new rater's."""
     config = guide.config
     if name in config.slot_names():
         raise ProSegError(f"rater {name!r} is already known to this checkpoint")
@@ -46,15 +51,18 @@ def add_rater(model: ProSegModel, guide: ProSegGuide, name: str) -> tuple[ProSeg
     device = next(guide.parameters()).device
     new_guide, new_model = type(guide)(new_config).to(device), type(model)(new_config).to(device)
     state = guide.state_dict()
-    rows = [key for key, value in new_guide.state_dict().items() if value.shape != state[key].shape]
-    for key in rows:
-        state[key] = torch.cat([state[key], state[key][:config.num_raters].mean(0, keepdim=True)])
+    for key, value in new_guide.state_dict().items():
+        if value.shape != state[key].shape:  # a block of rows per rater slot: add the new slot's
+            per_slot = value.shape[0] - state[key].shape[0]
+            slots = state[key].unflatten(0, (-1, per_slot))
+            start = slots[:config.num_raters].mean(0) if template is None else slots[template]
+            state[key] = torch.cat([state[key], start])
     new_guide.load_state_dict(state)
     model_state = model.state_dict()
     model_state["enrolled_offsets"] = torch.cat([model.enrolled_offsets, model.enrolled_offsets.new_zeros(
         1, config.predictor_hidden)])
     new_model.load_state_dict(model_state)
-    return new_model.eval(), new_guide.eval(), rows
+    return new_model.eval(), new_guide.eval(), list(new_guide.tau_parameter_names)
 
 
 @contextlib.contextmanager
@@ -77,14 +85,15 @@ def _train_rows(modules: list[nn.Module], parameters: list[nn.Parameter], row: i
 
 @dataclass
 class Enrolment:
-    """The model, guide and config that know the new rater, its slot, and the loss (-ELBO per image)
-    per step."""
+    """The model, guide and config that know the new rater, its slot, the loss (-ELBO per image)
+    per step, and the training rater it started from."""
 
     model: ProSegModel
     guide: ProSegGuide
     config: ProSegConfig
     index: int
     losses: list[float]
+    template: int | None = None  # the training rater it started from (per-rater heads), else None
 
 
 def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotations: torch.Tensor, name: str,
@@ -97,20 +106,18 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
     particles per step; ``offset_scale`` is the prior scale of the offset (0: no offset).
     ``model`` and ``guide`` are left unchanged; the returned ones hold every earlier rater too.
     """
-    if guide.config.z_head != "shared":
-        raise ProSegError("enrolment needs a checkpoint trained with z_head 'shared': with per-rater z heads a "
-                          "rater's style lives in its head, which a new rater does not have")
     if images.ndim != 4 or annotations.shape != (images.shape[0], *images.shape[-2:]) or not len(images):
         raise ProSegError(f"enrolment needs images (N, C, H, W) and annotations (N, H, W), got "
                           f"{tuple(images.shape)} and {tuple(annotations.shape)}")
     if offset_scale < 0:
         raise ProSegError(f"enrolment needs offset_scale >= 0, got {offset_scale}")
-    new_model, new_guide, row_names = add_rater(model, guide, name)
+    template = closest_style(model, guide, images, annotations, seed) if guide.config.z_head == "per_rater" else None
+    new_model, new_guide, row_names = add_rater(model, guide, name, template)
     config = new_guide.config
     index = config.num_raters + len(config.enrolled_raters) - 1
     slot = torch.tensor([index], device=images.device)
     with torch.no_grad():
-        z_q = guide.z_dist(images)  # shared head: batch (N, 1)
+        z_q = new_guide.z_dist(images, slot)  # the shared head or the new slot's: batch (N, 1)
         z_q = dist.Normal(z_q.base_dist.loc[:, 0], z_q.base_dist.scale[:, 0]).to_event(3)
     labels = annotations.to(images.dtype)
     pixels = images.shape[-2] * images.shape[-1]
@@ -153,7 +160,17 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
             losses.append(loss.item())
     with torch.no_grad():
         new_model.enrolled_offsets[-1] = style_offset
-    return Enrolment(new_model, new_guide, config, index, losses)
+    return Enrolment(new_model, new_guide, config, index, losses, template)
+
+
+def closest_style(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotations: torch.Tensor,
+                  seed: int = 0) -> int:
+    """The training rater whose personalised predictions of ``images`` (N, C, H, W) match
+    ``annotations`` (N, H, W) best (mean Dice), drawn under ``seed``."""
+    with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+        torch.manual_seed(seed)
+        dice = style_dice(model, guide, images, annotations, list(range(guide.config.num_raters)))
+    return max(range(len(dice)), key=dice.__getitem__)
 
 
 @torch.no_grad()

@@ -61,14 +61,15 @@ class AmbiguityPosterior:
 def ambiguity_networks(config: ProSegConfig) -> tuple[nn.Module, GaussianHeads]:
     """The backbone (activations recomputed in the backward pass: identical gradients, about 200 MB
     off a training step's peak at paper size for ~10% more compute) and the ``z`` heads, one shared
-    or one per rater as ``config.z_head`` says."""
+    or, as ``config.z_head`` says, one per rater slot (training raters, then enrolled ones)."""
     c = config
     backbone = make_backbone(c, c.feature_channels, checkpoint=True)
-    return backbone, GaussianHeads(c.feature_channels, c.z_channels, c.num_raters if c.z_head == "per_rater" else 1)
+    slots = c.num_raters + len(c.enrolled_raters)
+    return backbone, GaussianHeads(c.feature_channels, c.z_channels, slots if c.z_head == "per_rater" else 1)
 
 
 class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
-    """q(tau, z | x, r) = prod_{b,i} q(tau_bi | r = i) q(z_bi | x_b).
+    """q(tau, z | x, r) = prod_{b,i} q(tau_bi | r = i) q(z_bi | x_b, r = i).
 
     * ``q(tau | r = i)``: the config's tau family (:mod:`proseg_pyro.tau_families`): for the
       Dirichlet, Dirichlet(softplus(e_i) + floor), ``e_i`` a learned (T,) embedding of rater ``i``
@@ -98,4 +99,4 @@ class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
             with poutine.scale(scale=c.beta_tau):
                 pyro.sample("tau", self.tau_dist(rater_ids))
             with poutine.scale(scale=c.beta_z / (x.shape[-2] * x.shape[-1])):  # per pixel, as the model
-                pyro.sample("z", self.z_dist(x))
+                pyro.sample("z", self.z_dist(x, rater_ids))

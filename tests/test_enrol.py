@@ -109,13 +109,32 @@ def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolle
     assert trace.nodes["tau"]["value"].shape == (2, 3, config.tau_dim)
 
 
-def test_enrolment_needs_the_shared_z_head():
+def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head():
+    """Annotations drawn as rater 1's predictions pick rater 1's head as the start; that head is
+    copied to the new slot and stays frozen, the training raters' heads are untouched."""
     config = tiny_holdout_config(z_head="per_rater")
-    model, guide = ProSegModel(config), ProSegGuide(config)
-    with pytest.raises(ProSegError, match="z_head 'shared'"):
-        enrol(model, guide, torch.zeros(2, 1, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long), "new", steps=1)
-    with pytest.raises(ConfigError, match="z_head 'shared'"):
-        ProSegConfig(z_head="per_rater", enrolled_raters=["new"])
+    pyro.set_rng_seed(0)
+    model, guide = ProSegModel(config).eval(), ProSegGuide(config).eval()
+    with torch.no_grad():
+        guide.z_heads.conv.bias.view(3, 2, config.z_channels)[1, 0] += 10.0  # rater 1 predicts foreground, the others not
+    x = torch.randn(6, 1, 16, 16)
+    y = (inference.personalised(model, guide, x, [1], 8).mean(0)[:, 0] > 0.5).long()
+    dice = style_dice(model, guide, x, y, [0, 1, 2])
+    assert dice[1] > max(dice[0], dice[2]) + 0.1, dice  # the styles differ, so the pick below is a real one
+    heads_before = guide.z_heads.conv.weight.detach().clone().unflatten(0, (3, -1))
+    result = enrol(model, guide, x, y, "new", steps=3)
+    assert result.template == 1
+    heads_after = result.guide.z_heads.conv.weight.unflatten(0, (4, -1))
+    assert torch.equal(heads_after[:3], heads_before) and torch.equal(heads_after[3], heads_before[1])
+    bias = result.guide.z_heads.conv.bias.unflatten(0, (4, -1))
+    assert torch.equal(bias[3], bias[1])
+    assert result.config.enrolled_raters == ["new"] and result.guide.z_heads.heads == 4
+    assert inference.personalised(result.model, result.guide, x, [3, 0], 2).shape == (2, 6, 2, 16, 16)
+    trace = pyro.poutine.trace(result.guide).get_trace(x)  # the training ELBO sees the 3 training raters
+    assert trace.nodes["z"]["value"].shape == (6, 3, config.z_channels, 16, 16)
+
+
+def test_enrolled_raters_need_distinct_names():
     with pytest.raises(ConfigError, match="repeat a name"):
         ProSegConfig(num_raters=2, rater_names=["a", "b"], enrolled_raters=["a"])
 
