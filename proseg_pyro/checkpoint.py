@@ -13,7 +13,12 @@ from .io_utils import atomic_path
 from .limits import check_archive_size, require_regular_file
 from .methods import get_method
 
-FORMAT = "proseg-pyro/1"
+FORMAT = "proseg-pyro/2"
+# /1 wired per-rater z heads as a grouped conv over interleaved copies of the features: head g read
+# features g F / R .. (g + 1) F / R, some twice. Its checkpoints load with the weights summed per
+# feature (:func:`untangle_heads`), which gives the same function in today's wiring.
+EARLIER_FORMAT = "proseg-pyro/1"
+HEADS_KEY = "z_heads.conv.weight"
 
 
 def save_checkpoint(path: str | os.PathLike, **content: Any) -> None:
@@ -37,13 +42,39 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(path, "not a loadable checkpoint (too large or too deeply nested)") from None
     except Exception as err:  # weights_only runs no code: any failure means damaged or foreign bytes
         raise CheckpointError(path, f"not a loadable checkpoint ({_load_failure(err)})") from None
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
+    if not isinstance(content, dict) or content.get("format") not in (FORMAT, EARLIER_FORMAT):
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
         raise CheckpointError(path, f"checkpoint format {found!r} is not {FORMAT!r}")
     for key in ("config", "model", "guide", "method"):
         if key not in content:
             raise CheckpointError(path, f"checkpoint misses {key!r}")
+    if content["format"] == EARLIER_FORMAT:
+        content = _from_earlier_format(content, path)
     return content
+
+
+def untangle_heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """The 1x1 weights (R * 2 Cz, F, 1, 1) of R per-rater heads that each read all F features, from
+    those of the earlier grouped wiring, whose head g read input j as feature (g F + j) // R."""
+    blocks = weight.reshape(heads, -1, weight.shape[1])  # (R, 2 Cz, F): head, output, input
+    features = weight.shape[1]
+    untangled = torch.zeros_like(blocks)
+    for head in range(heads):
+        read = (head * features + torch.arange(features, device=weight.device)) // heads
+        untangled[head].index_add_(1, read, blocks[head])
+    return untangled.reshape(weight.shape)
+
+
+def _from_earlier_format(content: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """``content`` of an earlier-format checkpoint in today's format (see ``EARLIER_FORMAT``)."""
+    guide = content["guide"]
+    weight = guide.get(HEADS_KEY) if isinstance(guide, dict) else None
+    if torch.is_tensor(weight) and weight.ndim == 4:
+        config = config_of(content, path)
+        heads = weight.shape[0] // (2 * config.z_channels)
+        if heads > 1:
+            guide = {**guide, HEADS_KEY: untangle_heads(weight, heads)}
+    return {**content, "guide": guide, "format": FORMAT}
 
 
 def _load_failure(err: Exception) -> str:

@@ -157,13 +157,15 @@ class GaussianHeads(nn.Module):
     """1x1-conv heads from features (..., F, H, W) to the ``loc`` and ``scale`` of a spatial latent.
 
     ``heads`` = 1: one head shared by all raters, output (..., 1, Cz, H, W);
-    ``heads`` = R: one head per rater (grouped conv), output (..., R, Cz, H, W).
+    ``heads`` = R: one head per rater, each reading every feature, output (..., R, Cz, H, W). The
+    heads are one 1x1 conv whose output channels are R blocks of ``2 Cz`` (``loc``, then ``scale``),
+    so that a head added later leaves the others as they were.
     """
 
     def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1):
         super().__init__()
         self.heads, self.z_channels = heads, z_channels
-        self.conv = nn.Conv2d(feature_channels * heads, 2 * z_channels * heads, 1, groups=heads)
+        self.conv = nn.Conv2d(feature_channels, 2 * z_channels * heads, 1)
         # A narrow initial posterior lets z carry the image's features from the first step; the KL
         # then widens the channels the likelihoods do not need (starting at the prior's width
         # instead left z uninformative for many epochs: posterior collapse).
@@ -172,8 +174,7 @@ class GaussianHeads(nn.Module):
             bias[:, 1] = inverse_softplus(initial_scale)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        repeated = features.repeat_interleave(self.heads, dim=-3) if self.heads > 1 else features
-        out = run_flat(self.conv, repeated)
+        out = run_flat(self.conv, features)
         out = out.reshape(*out.shape[:-3], self.heads, 2, self.z_channels, *out.shape[-2:])
         if torch.is_autocast_enabled(out.device.type):  # the latent is sampled in float32 all the same
             out = out.float()

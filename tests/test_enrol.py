@@ -111,7 +111,7 @@ def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolle
 
 def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head():
     """Annotations drawn as rater 1's predictions pick rater 1's head as the start; that head is
-    copied to the new slot and stays frozen, the training raters' heads are untouched."""
+    copied to the new slot and stays frozen, the training raters' heads and predictions are untouched."""
     config = tiny_holdout_config(z_head="per_rater")
     pyro.set_rng_seed(0)
     model, guide = ProSegModel(config).eval(), ProSegGuide(config).eval()
@@ -130,6 +130,10 @@ def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head(
     assert torch.equal(bias[3], bias[1])
     assert result.config.enrolled_raters == ["new"] and result.guide.z_heads.heads == 4
     assert inference.personalised(result.model, result.guide, x, [3, 0], 2).shape == (2, 6, 2, 16, 16)
+    torch.manual_seed(2)
+    before = inference.personalised(model, guide, x, [0, 1, 2], 2)
+    torch.manual_seed(2)
+    assert torch.allclose(inference.personalised(result.model, result.guide, x, [0, 1, 2], 2), before)
     trace = pyro.poutine.trace(result.guide).get_trace(x)  # the training ELBO sees the 3 training raters
     assert trace.nodes["z"]["value"].shape == (6, 3, config.z_channels, 16, 16)
 
