@@ -67,10 +67,9 @@ class ProSegConfig:
     predictor_kernel: int = 1  # spatial extent of the predictor's first layer on z (1: per-pixel)
     classifier_hidden: int = 32
     x_decoder_channels: int = 8  # per-rater remap of z before the shared image decoder
-    # "per_rater": q(z_i | x) from one head per rater, as the released code (the raters' styles
-    # stayed further apart on QUBIQ over three seeds, and personalised Dice rose on the built-in set);
-    # "shared": one head for all raters, so that a style reaches the annotation through tau alone
-    z_head: str = "per_rater"
+    # "shared": one q(z | x) for all raters, so that a style reaches the annotation through tau alone;
+    # "per_rater": q(z_i | x) from one head per rater, as the released code (no better on QUBIQ)
+    z_head: str = "shared"
     # priors and likelihoods
     tau_prior: str = "dirichlet"
     alpha0: float = 1.0  # Dirichlet concentration of the tau prior (each of the T entries)

@@ -77,10 +77,10 @@ class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
       share a family). The embedding has a row for each of the R training raters and then one per
       ``config.enrolled_raters`` (added after training by :mod:`proseg_pyro.enrol`); ``forward``,
       and so the training ELBO, uses the first R only.
-    * ``q(z_i | x)``: Normal(loc_i(x), scale_i(x)) per pixel from a U-Net backbone and, with
-      ``z_head="per_rater"`` (default, as the released code), a 1x1 head of rater slot ``i``, so
-      that a style can also reach the annotation through image features of its own; with
-      ``z_head="shared"`` one head serves all raters and a style reaches it through ``tau`` alone.
+    * ``q(z_i | x)``: Normal(loc(x), scale(x)) per pixel from a U-Net backbone and a 1x1 head. With
+      ``z_head="shared"`` (default) one head serves all raters, so a rater's style can only reach
+      the annotation through ``tau``; ``z_head="per_rater"`` gives each rater slot ``i`` its own
+      head, as the released code.
     """
 
     def __init__(self, config: ProSegConfig):

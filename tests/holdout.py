@@ -70,8 +70,6 @@ def tiny_holdout_config(**overrides) -> ProSegConfig:
                   # and q(tau | r)'s former start (1 and 0.1)
                   lr_schedule="constant", dice_weight=0.0, beta_tau=0.1 / 256, weight_r=1 / 256,
                   tau_init_concentration=1.0,
-                  # one z head, so that a style lies in tau and the enrolled rater's fit shows in tau and delta
-                  z_head="shared",
                   augment=False, patience=100, lr=3e-3, num_raters=3)
     return ProSegConfig(**{**values, **overrides})
 
