@@ -111,7 +111,7 @@ def enrol(model: ProSegModel, guide: ProSegGuide, images: torch.Tensor, annotati
                           f"{tuple(images.shape)} and {tuple(annotations.shape)}")
     if offset_scale < 0:
         raise ProSegError(f"enrolment needs offset_scale >= 0, got {offset_scale}")
-    template = closest_style(model, guide, images, annotations, seed) if guide.config.z_head == "per_rater" else None
+    template = closest_style(model, guide, images, annotations, seed) if guide.config.z_head != "shared" else None
     new_model, new_guide, row_names = add_rater(model, guide, name, template)
     config = new_guide.config
     index = config.num_raters + len(config.enrolled_raters) - 1

@@ -65,7 +65,8 @@ def ambiguity_networks(config: ProSegConfig) -> tuple[nn.Module, GaussianHeads]:
     c = config
     backbone = make_backbone(c, c.feature_channels, checkpoint=True)
     slots = c.num_raters + len(c.enrolled_raters)
-    return backbone, GaussianHeads(c.feature_channels, c.z_channels, slots if c.z_head == "per_rater" else 1)
+    return backbone, GaussianHeads(c.feature_channels, c.z_channels, 1 if c.z_head == "shared" else slots,
+                                   slices_of=c.num_raters if c.z_head == "per_rater_sliced" else None)
 
 
 class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
@@ -80,7 +81,8 @@ class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
     * ``q(z_i | x)``: Normal(loc(x), scale(x)) per pixel from a U-Net backbone and a 1x1 head. With
       ``z_head="shared"`` (default) one head serves all raters, so a rater's style can only reach
       the annotation through ``tau``; ``z_head="per_rater"`` gives each rater slot ``i`` its own
-      head, as the released code.
+      head, as the released code, and ``"per_rater_sliced"`` one that reads only the rater's slice
+      of the backbone's features.
     """
 
     def __init__(self, config: ProSegConfig):

@@ -160,12 +160,23 @@ class GaussianHeads(nn.Module):
     ``heads`` = R: one head per rater, each reading every feature, output (..., R, Cz, H, W). The
     heads are one 1x1 conv whose output channels are R blocks of ``2 Cz`` (``loc``, then ``scale``),
     so that a head added later leaves the others as they were.
+    ``slices_of`` = R (the training raters): head g < R reads only its slice of the features,
+    ``g F / R .. (g + 1) F / R`` (the ``reads`` mask (heads, F), saved with the weights; a head
+    added later gets the mask of the head it is copied from).
     """
 
-    def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1):
+    def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1,
+                 slices_of: int | None = None):
         super().__init__()
         self.heads, self.z_channels = heads, z_channels
         self.conv = nn.Conv2d(feature_channels, 2 * z_channels * heads, 1)
+        if slices_of is not None:
+            first = torch.arange(min(heads, slices_of))[:, None] * feature_channels + torch.arange(feature_channels)
+            reads = torch.zeros(heads, feature_channels)
+            reads[:len(first)].scatter_(1, torch.div(first, slices_of, rounding_mode="floor"), 1.0)
+            self.register_buffer("reads", reads)
+        else:
+            self.reads = None
         # A narrow initial posterior lets z carry the image's features from the first step; the KL
         # then widens the channels the likelihoods do not need (starting at the prior's width
         # instead left z uninformative for many epochs: posterior collapse).
@@ -174,7 +185,11 @@ class GaussianHeads(nn.Module):
             bias[:, 1] = inverse_softplus(initial_scale)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = run_flat(self.conv, features)
+        if self.reads is None:
+            out = run_flat(self.conv, features)
+        else:
+            weight = self.conv.weight * self.reads.repeat_interleave(2 * self.z_channels, 0)[..., None, None]
+            out = run_flat(lambda flat: F.conv2d(flat, weight, self.conv.bias), features)
         out = out.reshape(*out.shape[:-3], self.heads, 2, self.z_channels, *out.shape[-2:])
         if torch.is_autocast_enabled(out.device.type):  # the latent is sampled in float32 all the same
             out = out.float()

@@ -109,10 +109,12 @@ def test_an_enrolled_checkpoint_loads_and_samples_the_new_style(holdout, enrolle
     assert trace.nodes["tau"]["value"].shape == (2, 3, config.tau_dim)
 
 
-def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head():
-    """Annotations drawn as rater 1's predictions pick rater 1's head as the start; that head is
-    copied to the new slot and stays frozen, the training raters' heads and predictions are untouched."""
-    config = tiny_holdout_config(z_head="per_rater")
+@pytest.mark.parametrize("z_head", ["per_rater", "per_rater_sliced"])
+def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head(z_head):
+    """Annotations drawn as rater 1's predictions pick rater 1's head as the start; that head (and
+    its slice of the features) is copied to the new slot and stays frozen, the training raters'
+    heads and predictions are untouched."""
+    config = tiny_holdout_config(z_head=z_head)
     pyro.set_rng_seed(0)
     model, guide = ProSegModel(config).eval(), ProSegGuide(config).eval()
     with torch.no_grad():
@@ -129,6 +131,9 @@ def test_with_per_rater_heads_the_new_rater_starts_from_the_closest_styles_head(
     bias = result.guide.z_heads.conv.bias.unflatten(0, (4, -1))
     assert torch.equal(bias[3], bias[1])
     assert result.config.enrolled_raters == ["new"] and result.guide.z_heads.heads == 4
+    if z_head == "per_rater_sliced":
+        reads = result.guide.z_heads.reads
+        assert torch.equal(reads[:3], guide.z_heads.reads[:3]) and torch.equal(reads[3], reads[1])
     assert inference.personalised(result.model, result.guide, x, [3, 0], 2).shape == (2, 6, 2, 16, 16)
     torch.manual_seed(2)
     before = inference.personalised(model, guide, x, [0, 1, 2], 2)
