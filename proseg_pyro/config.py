@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 
-Z_HEADS = ("shared", "per_rater", "per_rater_sliced", "shared_plus_sliced")
+Z_HEADS = ("shared", "per_rater", "per_rater_sliced")
 
 
 # Least and most of each integer field: the caps stop a typo from allocating beyond any machine.
@@ -69,8 +69,7 @@ class ProSegConfig:
     x_decoder_channels: int = 8  # per-rater remap of z before the shared image decoder
     # "shared": one q(z | x) for all raters, so that a style reaches the annotation through tau alone;
     # "per_rater": q(z_i | x) from one head per rater, as the released code (no better on QUBIQ);
-    # "per_rater_sliced": each rater's head reads only its slice of the backbone's features;
-    # "shared_plus_sliced": the shared head plus such a sliced head per rater, zero at the start
+    # "per_rater_sliced": each rater's head reads only its slice of the backbone's features
     z_head: str = "shared"
     # priors and likelihoods
     tau_prior: str = "dirichlet"

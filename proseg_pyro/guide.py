@@ -66,8 +66,7 @@ def ambiguity_networks(config: ProSegConfig) -> tuple[nn.Module, GaussianHeads]:
     backbone = make_backbone(c, c.feature_channels, checkpoint=True)
     slots = c.num_raters + len(c.enrolled_raters)
     return backbone, GaussianHeads(c.feature_channels, c.z_channels, 1 if c.z_head == "shared" else slots,
-                                   slices_of=c.num_raters if c.z_head.endswith("_sliced") else None,
-                                   common=c.z_head == "shared_plus_sliced")
+                                   slices_of=c.num_raters if c.z_head == "per_rater_sliced" else None)
 
 
 class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
@@ -83,8 +82,7 @@ class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
       ``z_head="shared"`` (default) one head serves all raters, so a rater's style can only reach
       the annotation through ``tau``; ``z_head="per_rater"`` gives each rater slot ``i`` its own
       head, as the released code, and ``"per_rater_sliced"`` one that reads only the rater's slice
-      of the backbone's features; ``"shared_plus_sliced"`` adds such a sliced head per rater, zero
-      at the start, to a shared head.
+      of the backbone's features.
     """
 
     def __init__(self, config: ProSegConfig):

@@ -163,16 +163,13 @@ class GaussianHeads(nn.Module):
     ``slices_of`` = R (the training raters): head g < R reads only its slice of the features,
     ``g F / R .. (g + 1) F / R`` (the ``reads`` mask (heads, F), saved with the weights; a head
     added later gets the mask of the head it is copied from).
-    ``common``: a head shared by all raters (``self.common``) plus each rater's head, which then
-    starts at zero, so that the raters' ``z`` start shared and move apart as far as the data asks.
     """
 
     def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1,
-                 slices_of: int | None = None, common: bool = False):
+                 slices_of: int | None = None):
         super().__init__()
         self.heads, self.z_channels = heads, z_channels
         self.conv = nn.Conv2d(feature_channels, 2 * z_channels * heads, 1)
-        self.common = nn.Conv2d(feature_channels, 2 * z_channels, 1) if common else None
         if slices_of is not None:
             first = torch.arange(min(heads, slices_of))[:, None] * feature_channels + torch.arange(feature_channels)
             reads = torch.zeros(heads, feature_channels)
@@ -184,11 +181,8 @@ class GaussianHeads(nn.Module):
         # then widens the channels the likelihoods do not need (starting at the prior's width
         # instead left z uninformative for many epochs: posterior collapse).
         with torch.no_grad():
-            if common:
-                self.conv.weight.zero_()
-                self.conv.bias.zero_()
-            start = self.conv if self.common is None else self.common
-            start.bias.view(-1, 2, z_channels)[:, 1] = inverse_softplus(initial_scale)
+            bias = self.conv.bias.view(heads, 2, z_channels)
+            bias[:, 1] = inverse_softplus(initial_scale)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.reads is None:
@@ -197,8 +191,6 @@ class GaussianHeads(nn.Module):
             weight = self.conv.weight * self.reads.repeat_interleave(2 * self.z_channels, 0)[..., None, None]
             out = run_flat(lambda flat: F.conv2d(flat, weight, self.conv.bias), features)
         out = out.reshape(*out.shape[:-3], self.heads, 2, self.z_channels, *out.shape[-2:])
-        if self.common is not None:
-            out = out + run_flat(self.common, features).unsqueeze(-4).unflatten(-3, (2, self.z_channels))
         if torch.is_autocast_enabled(out.device.type):  # the latent is sampled in float32 all the same
             out = out.float()
         loc, raw_scale = out.unbind(-4)
