@@ -12,6 +12,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .io_utils import atomic_path
 from .limits import check_archive_size, require_regular_file
 from .methods import get_method
+from .networks import slice_of_features
 
 FORMAT = "proseg-pyro/2"
 # /1 wired per-rater z heads as a grouped conv over interleaved copies of the features: head g read
@@ -57,11 +58,10 @@ def untangle_heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
     """The 1x1 weights (R * 2 Cz, F, 1, 1) of R per-rater heads that each read all F features, from
     those of the earlier grouped wiring, whose head g read input j as feature (g F + j) // R."""
     blocks = weight.reshape(heads, -1, weight.shape[1])  # (R, 2 Cz, F): head, output, input
-    features = weight.shape[1]
+    reads = slice_of_features(heads, weight.shape[1], heads).to(weight.device)
     untangled = torch.zeros_like(blocks)
     for head in range(heads):
-        read = (head * features + torch.arange(features, device=weight.device)) // heads
-        untangled[head].index_add_(1, read, blocks[head])
+        untangled[head].index_add_(1, reads[head], blocks[head])
     return untangled.reshape(weight.shape)
 
 

@@ -153,6 +153,12 @@ def make_backbone(config, out_channels: int, checkpoint: bool = False) -> Backbo
     return UNet(config.in_channels, out_channels, config.base_channels, config.depth, checkpoint)
 
 
+def slice_of_features(heads: int, features: int, raters: int) -> torch.Tensor:
+    """Which feature input ``j`` of head ``g`` reads when R = ``raters`` heads share F = ``features``
+    features in slices: ``(g F + j) // R``, (heads, F) long, head g's slice ``g F / R .. (g + 1) F / R``."""
+    return torch.div(torch.arange(heads)[:, None] * features + torch.arange(features), raters, rounding_mode="floor")
+
+
 class GaussianHeads(nn.Module):
     """1x1-conv heads from features (..., F, H, W) to the ``loc`` and ``scale`` of a spatial latent.
 
@@ -171,9 +177,9 @@ class GaussianHeads(nn.Module):
         self.heads, self.z_channels = heads, z_channels
         self.conv = nn.Conv2d(feature_channels, 2 * z_channels * heads, 1)
         if slices_of is not None:
-            first = torch.arange(min(heads, slices_of))[:, None] * feature_channels + torch.arange(feature_channels)
+            sliced = slice_of_features(min(heads, slices_of), feature_channels, slices_of)
             reads = torch.zeros(heads, feature_channels)
-            reads[:len(first)].scatter_(1, torch.div(first, slices_of, rounding_mode="floor"), 1.0)
+            reads[:len(sliced)].scatter_(1, sliced, 1.0)
             self.register_buffer("reads", reads)
         else:
             self.reads = None
