@@ -181,6 +181,9 @@ class GaussianHeads(nn.Module):
             reads = torch.zeros(heads, feature_channels)
             reads[:len(sliced)].scatter_(1, sliced, 1.0)
             self.register_buffer("reads", reads)
+            with torch.no_grad():  # the default init's scale, for the fan-in a head really has
+                fan_in = reads.sum(1).clamp(min=1).repeat_interleave(2 * z_channels)
+                self.conv.weight *= (feature_channels / fan_in).sqrt()[:, None, None, None]
         else:
             self.reads = None
         # A narrow initial posterior lets z carry the image's features from the first step; the KL
