@@ -8,7 +8,7 @@ tests) to ``--out``. Finished runs are reused, so an interrupted race continues 
 The file is the Medical Matting pickle layout, read by the LIDC reader with rater identities kept.
 
     python examples/real_data_qubiq.py ../shared/data/qubiq-brain-growth/brain_growth_alpha.zip \
-        --methods proseg,unet_pooled,dpersona --seeds 0,1,2 --lr-grid 0.001,0.003
+        --methods proseg,unet_pooled,dpersona --seeds 0,1,2 --lr-grid 0.001,0.003 [--config shared.json]
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("pickle", help="brain_growth_alpha.zip (or .pkl)")
     parser.add_argument("--methods", default="proseg,unet_pooled", help="comma-separated, or 'all'")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--config", help="JSON file of hyperparameters (e.g. {\"z_head\": \"shared\"}); "
+                                         "keys it leaves out keep this script's settings")
     parser.add_argument("--steps", type=int, default=ProSegConfig.steps)
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--lr-grid", default="", help="comma-separated learning rates (empty: the config's)")
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
 
     base = ProSegConfig(image_size=args.image_size, resize="resize", steps=args.steps, batch_size=8)
+    if args.config:
+        base = ProSegConfig.from_json(args.config, base=base)
     slices = holdout_splits(load_dataset(args.pickle, config=base, rank_raters="keep"),
                             args.holdout, args.validation, args.split_seed)
     base = base.fitted_to(slices)

@@ -79,10 +79,11 @@ class ProSegGuide(PreferencePosterior, AmbiguityPosterior, PyroModule):
       ``config.enrolled_raters`` (added after training by :mod:`proseg_pyro.enrol`); ``forward``,
       and so the training ELBO, uses the first R only.
     * ``q(z_i | x)``: Normal(loc(x), scale(x)) per pixel from a U-Net backbone and a 1x1 head. With
-      ``z_head="shared"`` (default) one head serves all raters, so a rater's style can only reach
-      the annotation through ``tau``; ``z_head="per_rater"`` gives each rater slot ``i`` its own
-      head, as the released code, and ``"per_rater_sliced"`` one that reads only the rater's slice
-      of the backbone's features.
+      ``z_head="per_rater_sliced"`` (default) rater slot ``i`` has its own head reading only its
+      slice of the backbone's features, so a style reaches the annotation through ``tau`` and
+      through where the rater's ``z`` puts the boundary; ``"shared"`` gives all raters one head, so
+      that a style can only reach the annotation through ``tau``; ``"per_rater"`` gives each slot
+      its own head reading every feature, as the released code.
     """
 
     def __init__(self, config: ProSegConfig):
