@@ -168,7 +168,8 @@ class GaussianHeads(nn.Module):
     so that a head added later leaves the others as they were.
     ``slices_of`` = R (the training raters): head g < R reads only its slice of the features,
     ``g F / R .. (g + 1) F / R`` (the ``reads`` mask (heads, F), saved with the weights; a head
-    added later gets the mask of the head it is copied from).
+    added later gets the mask of the head it is copied from), its weights started at the default
+    init's scale for that slice's fan-in rather than for all F features.
     """
 
     def __init__(self, feature_channels: int, z_channels: int, heads: int = 1, initial_scale: float = 0.1,
@@ -181,7 +182,7 @@ class GaussianHeads(nn.Module):
             reads = torch.zeros(heads, feature_channels)
             reads[:len(sliced)].scatter_(1, sliced, 1.0)
             self.register_buffer("reads", reads)
-            with torch.no_grad():  # the default init's scale, for the fan-in a head really has
+            with torch.no_grad():  # weights at the default init's scale for the fan-in a head really has
                 fan_in = reads.sum(1).clamp(min=1).repeat_interleave(2 * z_channels)
                 self.conv.weight *= (feature_channels / fan_in).sqrt()[:, None, None, None]
         else:
