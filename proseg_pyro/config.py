@@ -68,7 +68,7 @@ class ProSegConfig:
     classifier_hidden: int = 32
     x_decoder_channels: int = 8  # per-rater remap of z before the shared image decoder
     # "per_rater_sliced": each rater's head reads only its slice of the backbone's features (on QUBIQ
-    # the only setting measured whose styles stay apart: 5 of 7 raters in the mean of three seeds at
+    # the only setting measured whose styles stay apart: 5.2 of 7 raters in the mean of five seeds at
     # 2000 steps);
     # "shared": one q(z | x) for all raters, so that a style reaches the annotation through tau alone;
     # "per_rater": q(z_i | x) from one head per rater reading every feature, as the released code

@@ -52,7 +52,7 @@ def test_enrolling_a_known_rater_again_recovers_its_style(holdout):
     assert dice[3] > dice[0] - 0.03 and dice[3] > max(dice[1:3]) + 0.03, dice
 
 
-def test_the_held_out_rater_is_learned_far_beyond_the_known_styles(holdout, enrolled):
+def test_the_held_out_rater_is_learned_beyond_the_known_styles(holdout, enrolled):
     """From 10 images the new rater's D_A on the test split rises above every known style's and
     above what its q(tau | r) alone reaches: the frozen predictor saw three points of the tau
     simplex, none of which gives this rater's more generous outlines, so the style offset does.
