@@ -27,6 +27,17 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
     return values
 
 
+def _method_rates(ctx, param, value: str | None) -> dict[str, float]:
+    """``"dpersona=3e-3,unet_pooled=3e-3"`` -> ``{"dpersona": 0.003, "unet_pooled": 0.003}``."""
+    from proseg_pyro.compare import parse_method_lr
+    from proseg_pyro.errors import ConfigError
+
+    try:
+        return parse_method_lr(value or "")
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint="--method-lr") from None
+
+
 TABLES = ("comparison.md", "comparison.json")
 
 
@@ -51,18 +62,23 @@ TABLES = ("comparison.md", "comparison.json")
 @click.option("--lr-grid", callback=lambda ctx, param, value: _numbers(value, float, "--lr-grid"),
               help="Comma-separated learning rates, e.g. 3e-4,1e-3,3e-3: each method takes the one with the best "
                    "validation Dice  [default: the config's lr]")
+@click.option("--method-lr", callback=_method_rates, metavar="METHOD=RATE,...",
+              help="Comma-separated rates per method, e.g. dpersona=3e-3,unet_pooled=3e-3: those methods run at "
+                   "their rate instead of the grid's pick (a pick carried over from a grid at a smaller budget); "
+                   "recorded in the tables.")
 @click.option("--force", is_flag=True, help="Train every method afresh instead of continuing or reusing OUT/METHOD/, "
                                            "and replace existing tables.")
 @PROTOCOL
 def compare(source, methods, config_path, preset_name, out, steps, epochs, image_size, batch_size, images, samples, convention,
-            device, seed, seeds, lr_grid, force, protocol):
+            device, seed, seeds, lr_grid, method_lr, force, protocol):
     """Train every method on the train split, score all on the test split, and write the comparison tables
     (with --protocol paper on LIDC: one comparison per test fold in OUT/fold-k/, their mean +- sd in OUT/)."""
-    from proseg_pyro.compare import parse_methods
+    from proseg_pyro.compare import check_method_lr, parse_methods
     from proseg_pyro.device import resolve_device
     from proseg_pyro.protocol import run_names
 
     names = parse_methods(methods)
+    check_method_lr(method_lr, names)
     device = resolve_device(device)
     source_format = paper_format(source, protocol)
     folders = [out / name for name in run_names(source_format)] if source_format else [out]
@@ -71,7 +87,7 @@ def compare(source, methods, config_path, preset_name, out, steps, epochs, image
         config = read_config(config_path, preset_name, steps=steps, epochs=epochs, image_size=image_size,
                              batch_size=batch_size, seed=seed)
         _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
-                 source_format)
+                 method_lr, source_format)
 
 
 def _write(comparison, folder: Path) -> None:
@@ -80,7 +96,7 @@ def _write(comparison, folder: Path) -> None:
 
 
 def _compare(source, names, config, out, images, samples, convention, device, force, seeds, lr_grid,
-             source_format) -> None:
+             method_lr, source_format) -> None:
     """Load the data, train or reuse each method's run (per fold of the paper's protocol), and write the tables."""
     from proseg_pyro.compare import builtin_set, compare as run_compare
     from proseg_pyro.comparison import over_folds
@@ -99,7 +115,8 @@ def _compare(source, names, config, out, images, samples, convention, device, fo
         if name:
             click.echo(f"{name}:")
         results[name] = run_compare(run, config, names, out / name if name else out, samples, device, convention,
-                                    truth, force, log=click.echo, seeds=seeds, lr_grid=lr_grid)
+                                    truth, force, log=click.echo, seeds=seeds, lr_grid=lr_grid,
+                                    method_lr=method_lr)
         if name:
             _write(results[name], out / name)
     result = over_folds(results) if len(results) > 1 else results[""]

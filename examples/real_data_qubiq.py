@@ -9,6 +9,7 @@ The file is the Medical Matting pickle layout, read by the LIDC reader with rate
 
     python examples/real_data_qubiq.py ../shared/data/qubiq-brain-growth/brain_growth_alpha.zip \
         --methods proseg,unet_pooled,dpersona --seeds 0,1,2 --lr-grid 0.001,0.003 [--config shared.json]
+        [--method-lr dpersona=3e-3]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from proseg_pyro.compare import compare, parse_methods
+from proseg_pyro.compare import compare, parse_method_lr, parse_methods
 from proseg_pyro.config import ProSegConfig
 from proseg_pyro.data import load_dataset
 from proseg_pyro.data.slices import SliceSet
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--steps", type=int, default=ProSegConfig.steps)
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--lr-grid", default="", help="comma-separated learning rates (empty: the config's)")
+    parser.add_argument("--method-lr", default="", help="rates per method instead of the grid's pick, "
+                                                        "e.g. dpersona=3e-3,unet_pooled=3e-3")
     parser.add_argument("--holdout", type=int, default=8)
     parser.add_argument("--validation", type=int, default=3)
     parser.add_argument("--samples", type=int, default=16)
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None):
                             args.holdout, args.validation, args.split_seed)
     base = base.fitted_to(slices)
     result = compare(slices, base, parse_methods(args.methods), args.out, args.samples, progress=False,
-                     seeds=_numbers(args.seeds, int), lr_grid=_numbers(args.lr_grid, float))
+                     seeds=_numbers(args.seeds, int), lr_grid=_numbers(args.lr_grid, float),
+                     method_lr=parse_method_lr(args.method_lr))
     result.to_json(f"{args.out}/comparison.json")
     atomic_write_text(f"{args.out}/comparison.md", result.markdown())
     print(f"QUBIQ brain growth, {args.holdout} held-out cases, {len(slices.raters)} raters, "

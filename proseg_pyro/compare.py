@@ -10,8 +10,9 @@ distance matrix, and paired Wilcoxon tests over test cases of ProSeg against eve
 Holm's correction).
 
 The race is fair when asked for: every method gets the same step budget, its learning rate is
-picked from ``lr_grid`` by the validation Dice of its first seed (``OUT/METHOD/lr<rate>_seed<s>/``),
-and it is trained with every one of ``seeds``; the tables give the mean and standard deviation over
+picked from ``lr_grid`` by the validation Dice of its first seed (``OUT/METHOD/lr<rate>_seed<s>/``)
+or given per method in ``method_lr`` (a pick carried over from a cheaper grid, recorded in the
+tables), and it is trained with every one of ``seeds``; the tables give the mean and standard deviation over
 the seeds, and flag a method whose personalised predictions are empty on every test image.
 """
 from __future__ import annotations
@@ -118,6 +119,28 @@ def race(config: ProSegConfig, train_set: SliceSet, val_set: SliceSet, test: Sli
     return result
 
 
+def parse_method_lr(spec: str) -> dict[str, float]:
+    """``"dpersona=3e-3,unet_pooled=3e-3"`` -> ``{"dpersona": 0.003, "unet_pooled": 0.003}`` (``""`` -> ``{}``)."""
+    rates = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, rate = item.partition("=")
+        try:
+            rates[name.strip()] = float(rate)
+        except ValueError:
+            raise ConfigError(f"method_lr: {item!r} is not METHOD=RATE, e.g. dpersona=3e-3") from None
+    return rates
+
+
+def check_method_lr(method_lr: dict[str, float], methods: list[str]) -> None:
+    """Refuse a per-method rate for a method not raced, one that is not trained, or one that is not positive."""
+    for name, rate in method_lr.items():
+        if name not in methods or name in CONSENSUS:
+            raise ConfigError(f"method_lr: {name!r} is not a trained method of this comparison "
+                              f"({', '.join(m for m in methods if m not in CONSENSUS)})")
+        if not 0 < rate < float("inf"):
+            raise ConfigError(f"method_lr: {name}'s learning rate must be positive and finite, got {rate}")
+
+
 def builtin_set(num_images: int, config: ProSegConfig) -> tuple[SliceSet, SyntheticTruth]:
     """The built-in synthetic set as every command loads it, and the truth that generated it."""
     slices = load_dataset("synthetic", config=config, num_images=num_images, seed=config.seed)
@@ -127,14 +150,17 @@ def builtin_set(num_images: int, config: ProSegConfig) -> tuple[SliceSet, Synthe
 def compare(slices: SliceSet, config: ProSegConfig, methods: list[str], out_dir: str | Path, num_samples: int = 50,
             device: torch.device | str = "cpu", convention: str = "paper", truth: SyntheticTruth | None = None,
             force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-            seeds: list[int] | None = None, lr_grid: list[float] | None = None) -> Comparison:
+            seeds: list[int] | None = None, lr_grid: list[float] | None = None,
+            method_lr: dict[str, float] | None = None) -> Comparison:
     """Train or reuse ``methods`` on ``slices``' train/val splits and score them all on its test split.
 
     ``config`` holds the shared hyperparameters, the step budget among them (its ``method``, and
     ``lr`` and ``seed`` where ``lr_grid`` and ``seeds`` are given, are replaced per run; default:
-    the config's seed and rate); ``truth`` (the built-in set's) adds the oracle rows.
+    the config's seed and rate); ``method_lr`` maps a method to the one rate it runs at instead of
+    the grid's pick; ``truth`` (the built-in set's) adds the oracle rows.
     """
-    seeds, lr_grid = list(seeds or [config.seed]), list(lr_grid or [])
+    seeds, lr_grid, method_lr = list(seeds or [config.seed]), list(lr_grid or []), dict(method_lr or {})
+    check_method_lr(method_lr, methods)
     if num_samples < len(slices.raters):
         raise ConfigError(f"samples: D_match pairs every rater with a sample, so {len(slices.raters)} raters need "
                           f"at least {len(slices.raters)} samples, got {num_samples}")
@@ -146,14 +172,15 @@ def compare(slices: SliceSet, config: ProSegConfig, methods: list[str], out_dir:
         "data": slices.name or "dataset", "images": len(test), "cases": len(score_units(test)),
         "samples": num_samples, "convention": convention,
         "image_size": config.image_size, "steps": total_steps(config, len(train_set)), "seeds": seeds,
-        "lr_grid": lr_grid, "methods": methods})
+        "lr_grid": lr_grid, "method_lr": method_lr, "methods": methods})
     for name in methods:
         tic = time.perf_counter()
         if name in CONSENSUS:
             result = score_predictions(test, consensus_predictions(name, test, num_samples), convention, "consensus")
         else:
-            result = race(config.replace(method=name), train_set, val_set, test, out_dir, num_samples, convention,
-                          seeds, lr_grid, device, force, progress)
+            fixed = name in method_lr
+            result = race(config.replace(method=name, lr=method_lr.get(name, config.lr)), train_set, val_set, test,
+                          out_dir, num_samples, convention, seeds, [] if fixed else lr_grid, device, force, progress)
         comparison.results[name] = result
         log(f"{name}: done in {time.perf_counter() - tic:.0f} s")
     if truth is not None:

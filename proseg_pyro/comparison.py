@@ -86,7 +86,7 @@ class Comparison:
         parts = [f"# Comparison on {s['data']}: test split, {s['cases']} cases ({s['images']} slices), "
                  f"{s['samples']} samples",
                  f"Image size {s['image_size']}, up to {s['steps']} optimiser steps per method, seeds {seeds} "
-                 f"({spread}), learning rates {s['lr_grid'] or 'of the config'}, metric convention "
+                 f"({spread}), learning rates {_rates(s)}, metric convention "
                  f"'{s['convention']}'. {_directions()}. `empty`: share of test "
                  "cases whose personalised predictions are all empty (1.00: the method predicts nothing).",
                  "## Table 1/3: diversity (GED, D_soft, D_max, D_match) and personalisation (D_Ai)",
@@ -172,6 +172,13 @@ def _directions() -> str:
     """Each compared score's direction, e.g. ``GED: lower is better; D_soft: higher is better``."""
     return "; ".join(f"{column.header.format(rater='i')}: {metric_table.direction(column)}"
                      for column in metric_table.compared())
+
+
+def _rates(settings: dict) -> str:
+    """Where each method's learning rate came from: the grid (or the config), and any rates given per method."""
+    fixed = settings.get("method_lr") or {}
+    given = "; given: " + ", ".join(f"{name} {rate:g}" for name, rate in fixed.items()) if fixed else ""
+    return f"{settings['lr_grid'] or 'of the config'}{given}"
 
 
 def _mean_sd(mean: float, sd: float | None) -> str:

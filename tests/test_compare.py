@@ -11,7 +11,8 @@ import proseg_pyro.cli.compare  # noqa: F401  (registers the commands)
 import proseg_pyro.cli.train  # noqa: F401
 from proseg_pyro.checkpoint import read_checkpoint
 from proseg_pyro.cli.main import cli
-from proseg_pyro.compare import all_methods, compare, consensus_predictions, parse_methods, score_predictions
+from proseg_pyro.compare import (all_methods, check_method_lr, compare, consensus_predictions, parse_method_lr,
+                                 parse_methods, score_predictions)
 from proseg_pyro.comparison import MethodResult, over_seeds
 from proseg_pyro.data.slices import SliceSet
 from proseg_pyro.errors import ConfigError
@@ -171,6 +172,37 @@ def test_race_picks_the_rate_with_the_best_validation_dice_and_trains_every_seed
     for run in ("lr1e-05_seed0", "lr0.003_seed0", f"lr{result.lr:g}_seed1"):
         assert (tmp_path / "unet_pooled" / run / "best.pt").is_file()
     assert " +- " in comparison.markdown() and "seeds 0, 1" in comparison.markdown()
+
+
+def test_a_rate_given_per_method_replaces_the_grid_for_that_method_only(tiny_set, tmp_path):
+    slices, _ = tiny_set
+    config = tiny_config(steps=1).fitted_to(slices)
+    comparison = compare(slices, config, ["unet_pooled", "cm_global"], tmp_path, num_samples=4, progress=False,
+                         log=lambda _: None, seeds=[0, 1], lr_grid=[1e-5, 3e-3], method_lr={"cm_global": 7e-4})
+    fixed, gridded = comparison.results["cm_global"], comparison.results["unet_pooled"]
+    assert fixed.lr == 7e-4 and fixed.lr_scores == {} and set(gridded.lr_scores) == {"1e-05", "0.003"}
+    assert sorted(path.name for path in (tmp_path / "cm_global").iterdir()) == ["lr0.0007_seed0", "lr0.0007_seed1"]
+    assert read_checkpoint(tmp_path / "cm_global" / "lr0.0007_seed1" / "best.pt")["config"]["lr"] == 7e-4
+    assert "[1e-05, 0.003]; given: cm_global 0.0007" in comparison.markdown()
+    assert comparison.settings["method_lr"] == {"cm_global": 7e-4}
+
+
+def test_rates_per_method_are_parsed_and_checked(tmp_path):
+    assert parse_method_lr("dpersona=3e-3, unet_pooled=0.01") == {"dpersona": 0.003, "unet_pooled": 0.01}
+    assert parse_method_lr("") == {}
+    for spec, problem in [("dpersona", "not METHOD=RATE"), ("dpersona=fast", "not METHOD=RATE")]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_method_lr(spec)
+    for rates, problem in [({"tab": 1e-3}, "not a trained method"), ({"staple": 1e-3}, "not a trained method"),
+                           ({"proseg": 0.0}, "positive"), ({"proseg": float("nan")}, "positive")]:
+        with pytest.raises(ConfigError, match=problem):
+            check_method_lr(rates, ["proseg", "staple"])
+    refused = CliRunner().invoke(cli, ["compare", "--methods", "proseg", "--method-lr", "tab=1e-3",
+                                       "--out", str(tmp_path / "out")])
+    assert refused.exit_code == 2 and "'tab' is not a trained method" in refused.output
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    malformed = CliRunner().invoke(cli, ["compare", "--method-lr", "proseg:1e-3"])
+    assert malformed.exit_code == 2 and "not METHOD=RATE" in malformed.output
 
 
 def test_compare_scores_each_case_volume_as_evaluate_does():
